@@ -1,0 +1,308 @@
+"""Command line: ``samplerflow run`` and one subcommand per stage.
+
+Option defaults come from the stage parameter classes, so the CLI, the local
+runner and the Nextflow parameters share one set of defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from samplerflow import __version__
+from samplerflow.aoi import AoiParams
+from samplerflow.errors import InputError, SampleError
+from samplerflow.sampler import DEFAULT_PERCENTILES
+from samplerflow.tiling import GRIDS, TilingParams
+
+log = logging.getLogger("samplerflow")
+
+AOI_DEFAULTS = AoiParams()
+TILING_DEFAULTS = TilingParams()
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"invalid scales {text!r}: give whole numbers like 1,2,3,4") from error
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one scale")
+    return values
+
+
+def _percentiles(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"invalid percentiles {text!r}: give numbers like 5,15,25") from error
+    if not values or any(not 0 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"invalid percentiles {text!r}: values must lie in 0..100")
+    return values
+
+
+def _weights(items: Sequence[str] | None) -> dict[str, str]:
+    weights: dict[str, str] = {}
+    for item in items or []:
+        name, separator, spec = item.partition("=")
+        if not separator or not name or not spec:
+            raise InputError(f"Invalid --weights {item!r}: use BACKBONE=PATH or BACKBONE=hf-hub:ORG/NAME")
+        weights[name] = spec
+    return weights
+
+
+def _backbones(items: Sequence[str] | None) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in items or ["handcrafted"]:
+        names += [name for name in item.split(",") if name]
+    if len(set(names)) != len(names):
+        raise InputError(f"Backbone listed twice: {names}")
+    return tuple(names)
+
+
+def add_aoi_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tissue detection (AOI)")
+    group.add_argument("--thumbnail-mpp", type=float, default=AOI_DEFAULTS.thumbnail_mpp, help="thumbnail resolution in um/px (default: %(default)s)")
+    group.add_argument("--brightness-max", type=int, default=AOI_DEFAULTS.brightness_max, help="tissue is darker than this grey level, 0-255 (default: %(default)s)")
+    group.add_argument("--saturation-min", type=int, default=AOI_DEFAULTS.saturation_min, help="tissue is more saturated than this HSV saturation, 0-255 (default: %(default)s)")
+    group.add_argument("--dbscan-eps-um", type=float, default=AOI_DEFAULTS.eps_um, help="DBSCAN neighbourhood radius in um (default: %(default)s)")
+    group.add_argument("--dbscan-min-samples", type=int, default=AOI_DEFAULTS.min_samples, help="DBSCAN core-point neighbour count (default: %(default)s)")
+    group.add_argument("--min-object-area-um2", type=float, default=AOI_DEFAULTS.min_object_area_um2, help="smallest tissue object kept, in um^2 (default: %(default)s)")
+    group.add_argument("--roi-padding-um", type=float, default=AOI_DEFAULTS.padding_um, help="margin added around each object, in um (default: %(default)s)")
+
+
+def aoi_params(args: argparse.Namespace) -> AoiParams:
+    return AoiParams(
+        thumbnail_mpp=args.thumbnail_mpp,
+        brightness_max=args.brightness_max,
+        saturation_min=args.saturation_min,
+        eps_um=args.dbscan_eps_um,
+        min_samples=args.dbscan_min_samples,
+        min_object_area_um2=args.min_object_area_um2,
+        padding_um=args.roi_padding_um,
+    )
+
+
+def add_tiling_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tiling")
+    group.add_argument("--grid", choices=GRIDS, default=TILING_DEFAULTS.grid, help="grid shape (default: %(default)s)")
+    group.add_argument("--tile-size-um", type=float, default=TILING_DEFAULTS.tile_size_um, help="side of the base (scale 1) tile in um (default: %(default)s)")
+    group.add_argument("--spacing-um", type=float, default=None, help="centre-to-centre spacing in um (default: the base tile size)")
+    group.add_argument("--scales", type=_scales, default=TILING_DEFAULTS.scales, help="fields of view as multiples of the base tile (default: 1,2,3,4)")
+    group.add_argument("--min-tissue-fraction", type=float, default=TILING_DEFAULTS.min_tissue_fraction, help="keep centres whose base tile is at least this much tissue inside an ROI (default: %(default)s)")
+    group.add_argument("--grid-seed", type=int, default=TILING_DEFAULTS.seed, help="seed of the random grid and of --max-tiles subsampling (default: %(default)s)")
+    group.add_argument("--max-tiles", type=int, default=None, help="keep at most this many tiles per slide, sampled with --grid-seed (default: all)")
+
+
+def tiling_params(args: argparse.Namespace) -> TilingParams:
+    return TilingParams(
+        grid=args.grid,
+        tile_size_um=args.tile_size_um,
+        spacing_um=args.spacing_um,
+        scales=tuple(args.scales),
+        min_tissue_fraction=args.min_tissue_fraction,
+        seed=args.grid_seed,
+        max_tiles=args.max_tiles,
+    )
+
+
+def add_feature_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("features")
+    group.add_argument("--backbone", action="append", metavar="NAME", help="feature extractor; repeat or comma-separate for several (default: handcrafted). See 'samplerflow backbones'")
+    group.add_argument("--weights", action="append", metavar="BACKBONE=SPEC", help="weights for a backbone: a checkpoint path or hf-hub:ORG/NAME")
+    group.add_argument("--random-weights", action="store_true", help="TEST ONLY: use random weights for backbones without --weights (logged and recorded)")
+    group.add_argument("--batch-size", type=int, default=32, help="tiles per model batch (default: %(default)s)")
+    group.add_argument("--workers", type=int, default=2, help="data-loader worker processes reading tiles (default: %(default)s)")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: %(default)s)")
+
+
+def add_sampler_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--percentiles", type=_percentiles, default=DEFAULT_PERCENTILES, help="percentiles of each feature over tiles (default: 5,15,...,95)")
+
+
+def _qc_output(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    if getattr(args, "qc_json", None):
+        from samplerflow.qc import write_record
+
+        write_record(Path(args.qc_json), record)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="samplerflow", description="Whole-slide images to SAMPLER representations.")
+    parser.add_argument("--version", action="version", version=f"samplerflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run every stage for every sample of a samplesheet")
+    run.add_argument("--input", required=True, type=Path, help="samplesheet CSV")
+    run.add_argument("--outdir", required=True, type=Path, help="output folder")
+    run.add_argument("--strict", action="store_true", help="stop at the first failed sample and exit non-zero")
+    add_aoi_options(run)
+    add_tiling_options(run)
+    add_feature_options(run)
+    add_sampler_options(run)
+
+    validate = sub.add_parser("validate", help="validate a samplesheet and write it with absolute paths")
+    validate.add_argument("--input", required=True, type=Path, help="samplesheet CSV")
+    validate.add_argument("--output", required=True, type=Path, help="validated samplesheet CSV to write")
+
+    for name, help_text in (
+        ("aoi", "detect tissue objects; write thumbnail, mask, overlay and roi.json"),
+        ("tile", "place tile centres in the tissue objects; write tiles.parquet"),
+        ("extract", "extract per-tile features at every scale; write {backbone}.h5"),
+        ("sampler", "compute SAMPLER percentiles; write sampler.parquet"),
+    ):
+        stage = sub.add_parser(name, help=help_text)
+        stage.add_argument("--sample", required=True, help="sample id")
+        stage.add_argument("--qc-json", type=Path, help="write this stage's QC record here")
+        stage.add_argument("--strict", action="store_true", help="exit non-zero when the sample fails")
+        if name == "aoi":
+            stage.add_argument("--slide", required=True, type=Path, help="whole-slide image")
+            stage.add_argument("--mpp", type=float, help="um/px of level 0, used only when the file has none")
+            stage.add_argument("--roi", type=Path, help="curated ROI JSON replacing detection")
+            stage.add_argument("--outdir", required=True, type=Path, help="folder for the AOI outputs")
+            add_aoi_options(stage)
+        elif name == "tile":
+            stage.add_argument("--roi", required=True, type=Path, help="roi.json from the aoi stage")
+            stage.add_argument("--mask", required=True, type=Path, help="tissue_mask.png from the aoi stage")
+            stage.add_argument("--output", required=True, type=Path, help="tiles.parquet to write")
+            add_tiling_options(stage)
+        elif name == "extract":
+            stage.add_argument("--slide", required=True, type=Path, help="whole-slide image")
+            stage.add_argument("--mpp", type=float, help="um/px of level 0, used only when the file has none")
+            stage.add_argument("--tiles", required=True, type=Path, help="tiles.parquet from the tile stage")
+            stage.add_argument("--outdir", required=True, type=Path, help="folder for {backbone}.h5 files")
+            add_feature_options(stage)
+        else:
+            stage.add_argument("--features", required=True, nargs="+", type=Path, help="{backbone}.h5 files of the sample")
+            stage.add_argument("--output", required=True, type=Path, help="sampler.parquet to write")
+            add_sampler_options(stage)
+
+    cohort = sub.add_parser("cohort", help="merge QC records and SAMPLER tables into qc.csv and cohort.h5ad")
+    cohort.add_argument("--samplesheet", required=True, type=Path, help="validated samplesheet CSV")
+    cohort.add_argument("--sampler", nargs="*", default=[], type=Path, help="sampler.parquet files")
+    cohort.add_argument("--qc", nargs="+", required=True, type=Path, help="QC record JSON files of all stages")
+    cohort.add_argument("--output", required=True, type=Path, help="cohort.h5ad to write")
+    cohort.add_argument("--qc-output", required=True, type=Path, help="qc.csv to write")
+    cohort.add_argument("--params-json", type=Path, help="run parameters to record in the AnnData (JSON file)")
+
+    synth = sub.add_parser("synth", help="write tiny synthetic H&E-like slides and a samplesheet")
+    synth.add_argument("--outdir", required=True, type=Path, help="folder for slides and samplesheet.csv")
+    synth.add_argument("--per-kind", type=int, default=2, help="slides per tissue kind (round, spindle) (default: %(default)s)")
+    synth.add_argument("--mpp", type=float, default=0.5, help="um/px of the slides (default: %(default)s)")
+    synth.add_argument("--width-um", type=float, default=1600.0, help="slide width in um (default: %(default)s)")
+    synth.add_argument("--height-um", type=float, default=1200.0, help="slide height in um (default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+    sub.add_parser("backbones", help="list the feature extractors with input size, dimension and normalization")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from samplerflow import stages
+    from samplerflow.qc import qc_record
+
+    try:
+        if args.command == "aoi":
+            record = stages.aoi(sample=args.sample, image=args.slide, outdir=args.outdir, params=aoi_params(args), mpp=args.mpp, roi=args.roi)
+        elif args.command == "tile":
+            record = stages.tile(sample=args.sample, roi=args.roi, mask=args.mask, output=args.output, params=tiling_params(args))
+        elif args.command == "extract":
+            record = stages.extract(
+                sample=args.sample, image=args.slide, tiles=args.tiles, outdir=args.outdir,
+                backbones=_backbones(args.backbone), weights=_weights(args.weights),
+                random_weights=args.random_weights, mpp=args.mpp, batch_size=args.batch_size,
+                num_workers=args.workers, device=args.device,
+            )
+        else:
+            record = stages.sampler(sample=args.sample, features=args.features, output=args.output, percentiles=args.percentiles)
+    except SampleError as error:
+        log.error("%s", error)
+        _qc_output(args, qc_record(args.sample, args.command, status=error.status, reason=str(error)))
+        # A failed sample is recorded and skipped; the cohort run goes on unless --strict.
+        return 3 if args.strict else 0
+    _qc_output(args, record)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``samplerflow`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "run":
+            from samplerflow.runner import RunConfig, run
+
+            config = RunConfig(
+                input=args.input,
+                outdir=args.outdir,
+                aoi=aoi_params(args),
+                tiling=tiling_params(args),
+                backbones=_backbones(args.backbone),
+                weights=_weights(args.weights),
+                random_weights=args.random_weights,
+                percentiles=tuple(args.percentiles),
+                batch_size=args.batch_size,
+                num_workers=args.workers,
+                device=args.device,
+                strict=args.strict,
+                progress=not args.no_progress,
+            )
+            return run(config)
+        if args.command == "validate":
+            from samplerflow.stages import validate
+
+            samples = validate(args.input, args.output)
+            log.info("%d samples valid; wrote %s", len(samples), args.output)
+            return 0
+        if args.command in ("aoi", "tile", "extract", "sampler"):
+            return _run_stage(args)
+        if args.command == "cohort":
+            from samplerflow.stages import cohort
+
+            parameters = json.loads(args.params_json.read_text()) if args.params_json else None
+            cohort(
+                samplesheet=args.samplesheet, sampler_files=args.sampler, qc_files=args.qc,
+                output=args.output, qc_output=args.qc_output, parameters=parameters,
+            )
+            return 0
+        if args.command == "synth":
+            from samplerflow.synthetic import write_cohort
+
+            sheet = write_cohort(args.outdir, per_kind=args.per_kind, mpp=args.mpp, width_um=args.width_um, height_um=args.height_um, seed=args.seed)
+            log.info("Wrote %s", sheet)
+            return 0
+        if args.command == "backbones":
+            from samplerflow.features import available_backbones, create_backbone
+
+            for name in available_backbones():
+                print(json.dumps(create_backbone(name).describe()))
+            return 0
+    except (InputError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    except SampleError as error:  # --strict runs
+        log.error("%s", error)
+        return 3
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

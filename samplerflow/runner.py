@@ -1,0 +1,351 @@
+"""Local runner: every stage for every sample on one machine, with resume.
+
+Output layout (see docs/output.md)::
+
+    OUTDIR/
+      samplesheet.valid.csv
+      samples/{sample}/aoi/{thumbnail.png, tissue_mask.png, overlay.png, roi.json}
+      samples/{sample}/tiles/tiles.parquet
+      samples/{sample}/features/{backbone}.h5
+      samples/{sample}/sampler/sampler.parquet
+      samples/{sample}/qc/{stage}.json
+      qc.csv
+      cohort.h5ad
+      pipeline_info/{params.json, versions.json, timings.tsv}
+
+Resume: each step stores a stamp (``.stamps/`` in the sample folder) with a
+key hashed from the package version, the step's parameters and its inputs
+(content hashes of upstream outputs; path, size and modification time of
+slides). A step whose key and outputs are unchanged is skipped, so an
+identical second run does no work and a changed parameter redoes only the
+steps it reaches. Per-sample failures are stamped too and are not retried
+until an input or parameter changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from samplerflow import __version__, stages
+from samplerflow.aoi import AoiParams
+from samplerflow.errors import SampleError
+from samplerflow.features.extract import resolve_device
+from samplerflow.io import sha256_file, sha256_json, write_json, write_text
+from samplerflow.provenance import package_versions
+from samplerflow.qc import merge_records, qc_record, write_qc_table, write_record
+from samplerflow.sampler import DEFAULT_PERCENTILES
+from samplerflow.samplesheet import Sample
+from samplerflow.tiling import TilingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``samplerflow run`` needs."""
+
+    input: Path
+    outdir: Path
+    aoi: AoiParams = field(default_factory=AoiParams)
+    tiling: TilingParams = field(default_factory=TilingParams)
+    backbones: tuple[str, ...] = ("handcrafted",)
+    weights: dict[str, str] = field(default_factory=dict)
+    random_weights: bool = False
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    batch_size: int = 32
+    num_workers: int = 2
+    device: str = "auto"
+    strict: bool = False
+    progress: bool = True
+
+    def parameters(self) -> dict[str, Any]:
+        """Return the run's parameters as JSON-friendly values (weights paths, never tokens)."""
+        payload = asdict(self)
+        payload["input"] = str(self.input)
+        payload["outdir"] = str(self.outdir)
+        return payload
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    """Identify a slide cheaply: path, size and modification time (slides can be gigabytes)."""
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _weights_fingerprint(spec: str | None) -> Any:
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    return _file_fingerprint(path) if path.is_file() else spec
+
+
+class StepCache:
+    """Stamps that let a step be skipped when its key and outputs are unchanged."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, step: str) -> Path:
+        return self.folder / f"{step}.json"
+
+    def lookup(self, step: str, key: str) -> dict[str, Any] | None:
+        """Return the stored QC record when the stamp matches ``key`` and outputs are intact."""
+        import json
+
+        path = self._path(step)
+        if not path.is_file():
+            return None
+        stamp = json.loads(path.read_text())
+        if stamp.get("key") != key:
+            return None
+        for output, size in stamp.get("outputs", {}).items():
+            candidate = Path(output)
+            if not candidate.is_file() or candidate.stat().st_size != size:
+                return None
+        return stamp["record"]
+
+    def store(self, step: str, key: str, record: dict[str, Any], outputs: Sequence[Path]) -> None:
+        """Record the key, the QC record and output sizes of a finished step."""
+        sizes = {str(path): path.stat().st_size for path in outputs if path.is_file()}
+        write_json(self._path(step), {"key": key, "record": record, "outputs": sizes})
+
+
+@dataclass
+class Timing:
+    sample: str
+    step: str
+    seconds: float
+    skipped: bool
+    status: str
+
+
+class Runner:
+    """Run all stages for all samples of a samplesheet."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.outdir = config.outdir
+        self.timings: list[Timing] = []
+        self.device = resolve_device(config.device)
+
+    def sample_dir(self, sample: Sample) -> Path:
+        return self.outdir / "samples" / sample.sample
+
+    def _step(
+        self,
+        sample: Sample,
+        step: str,
+        key_inputs: dict[str, Any],
+        outputs: Sequence[Path],
+        action: Callable[[], dict[str, Any]],
+        qc_stage: str,
+    ) -> dict[str, Any]:
+        """Run one step unless its stamp is current; convert failures into QC records."""
+        cache = StepCache(self.sample_dir(sample) / ".stamps")
+        key = sha256_json({"step": step, "version": __version__, **key_inputs})
+        started = time.perf_counter()
+        cached = cache.lookup(step, key)
+        if cached is not None:
+            self.timings.append(Timing(sample.sample, step, time.perf_counter() - started, True, cached["status"]))
+            log.debug("%s: %s up to date, skipped", sample.sample, step)
+            return cached
+        try:
+            record = action()
+        except SampleError as error:
+            if self.config.strict:
+                raise
+            record = qc_record(sample.sample, qc_stage, status=error.status, reason=str(error))
+        except Exception as error:  # one bad slide must not stop the cohort
+            if self.config.strict:
+                raise
+            log.error("%s: %s failed unexpectedly:\n%s", sample.sample, step, traceback.format_exc())
+            record = qc_record(
+                sample.sample, qc_stage, status="error",
+                reason=f"{sample.image}: {step} failed: {type(error).__name__}: {error}",
+            )
+        cache.store(step, key, record, outputs if record["status"] == "ok" else [])
+        self.timings.append(Timing(sample.sample, step, time.perf_counter() - started, False, record["status"]))
+        return record
+
+    def run_sample(self, sample: Sample) -> list[dict[str, Any]]:
+        """Run aoi, tile, extract and sampler for one sample; return its QC records."""
+        config = self.config
+        base = self.sample_dir(sample)
+        aoi_dir, tiles_path = base / "aoi", base / "tiles" / "tiles.parquet"
+        features_dir, sampler_path = base / "features", base / "sampler" / "sampler.parquet"
+        records: list[dict[str, Any]] = []
+
+        def finish(record: dict[str, Any], stage: str) -> bool:
+            write_record(base / "qc" / f"{stage}.json", record)
+            records.append(record)
+            return record["status"] == "ok"
+
+        for stale in (base / "qc").glob("*.json") if (base / "qc").is_dir() else []:
+            stale.unlink()
+
+        aoi_outputs = [aoi_dir / name for name in ("thumbnail.png", "tissue_mask.png", "overlay.png", "roi.json")]
+        record = self._step(
+            sample, "aoi",
+            {
+                "image": _file_fingerprint(sample.image),
+                "roi": sha256_file(sample.roi) if sample.roi else None,
+                "mpp": sample.mpp,
+                "params": asdict(config.aoi),
+            },
+            aoi_outputs,
+            lambda: stages.aoi(sample=sample.sample, image=sample.image, outdir=aoi_dir, params=config.aoi, mpp=sample.mpp, roi=sample.roi),
+            "aoi",
+        )
+        if not finish(record, "aoi"):
+            return records
+
+        record = self._step(
+            sample, "tile",
+            {"roi": sha256_file(aoi_dir / "roi.json"), "mask": sha256_file(aoi_dir / "tissue_mask.png"), "params": asdict(config.tiling)},
+            [tiles_path],
+            lambda: stages.tile(sample=sample.sample, roi=aoi_dir / "roi.json", mask=aoi_dir / "tissue_mask.png", output=tiles_path, params=config.tiling),
+            "tile",
+        )
+        if not finish(record, "tile"):
+            return records
+
+        record = self._extract(sample, tiles_path, features_dir)
+        if not finish(record, "extract"):
+            return records
+
+        feature_files = [features_dir / f"{name}.h5" for name in config.backbones]
+        record = self._step(
+            sample, "sampler",
+            {"features": [sha256_file(path) for path in feature_files], "percentiles": list(config.percentiles)},
+            [sampler_path],
+            lambda: stages.sampler(sample=sample.sample, features=feature_files, output=sampler_path, percentiles=config.percentiles),
+            "sampler",
+        )
+        finish(record, "sampler")
+        return records
+
+    def _extract(self, sample: Sample, tiles_path: Path, features_dir: Path) -> dict[str, Any]:
+        """Extract features, one stamp per backbone, so adding a backbone leaves the others alone."""
+        config = self.config
+        tiles_hash = sha256_file(tiles_path)
+        merged = qc_record(sample.sample, "extract", backbones=",".join(config.backbones))
+        stale = []
+        keys = {}
+        for name in config.backbones:
+            keys[name] = {
+                "image": _file_fingerprint(sample.image),
+                "mpp": sample.mpp,
+                "tiles": tiles_hash,
+                "backbone": name,
+                "weights": _weights_fingerprint(config.weights.get(name)),
+                "random_weights": config.random_weights,
+                "device": self.device,
+            }
+            cached = StepCache(self.sample_dir(sample) / ".stamps").lookup(
+                f"extract.{name}", sha256_json({"step": f"extract.{name}", "version": __version__, **keys[name]})
+            )
+            if cached is None:
+                stale.append(name)
+            else:
+                merged.update({k: v for k, v in cached.items() if k.startswith("weights_")})
+                self.timings.append(Timing(sample.sample, f"extract.{name}", 0.0, True, cached["status"]))
+        if not stale:
+            return merged
+
+        def action() -> dict[str, Any]:
+            return stages.extract(
+                sample=sample.sample, image=sample.image, tiles=tiles_path, outdir=features_dir,
+                backbones=stale, weights={k: v for k, v in config.weights.items() if k in stale},
+                random_weights=config.random_weights, mpp=sample.mpp, batch_size=config.batch_size,
+                num_workers=config.num_workers, device=self.device,
+            )
+
+        # Run once for all stale backbones (one read of the slide), then stamp each.
+        first = stale[0]
+        result = self._step(sample, f"extract.{first}", keys[first], [features_dir / f"{first}.h5"], action, "extract")
+        if result["status"] != "ok":
+            return result
+        for name in stale[1:]:
+            StepCache(self.sample_dir(sample) / ".stamps").store(
+                f"extract.{name}",
+                sha256_json({"step": f"extract.{name}", "version": __version__, **keys[name]}),
+                result,
+                [features_dir / f"{name}.h5"],
+            )
+        merged.update({k: v for k, v in result.items() if k.startswith("weights_")})
+        return merged
+
+    def run(self) -> int:
+        """Run the whole cohort; return the process exit status."""
+        config = self.config
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        samples = stages.validate(config.input, self.outdir / "samplesheet.valid.csv")
+        write_json(self.outdir / "pipeline_info" / "params.json", config.parameters())
+        write_json(self.outdir / "pipeline_info" / "versions.json", package_versions())
+
+        records: list[dict[str, Any]] = []
+        progress = tqdm(samples, desc="samples", unit="slide", disable=not config.progress)
+        for sample in progress:
+            progress.set_postfix_str(sample.sample)
+            records += self.run_sample(sample)
+        progress.close()
+
+        qc_table = merge_records(samples, records)
+        write_qc_table(qc_table, self.outdir / "qc.csv")
+        ok = qc_table[qc_table["status"] == "ok"]["sample"].tolist()
+        log.info("%d of %d samples succeeded", len(ok), len(samples))
+        if ok:
+            self._cohort(samples, ok)
+        self._write_timings(time.perf_counter() - started)
+        if not ok:
+            log.error("No sample succeeded; see %s", self.outdir / "qc.csv")
+            return 1
+        if config.strict and len(ok) < len(samples):
+            return 1
+        return 0
+
+    def _cohort(self, samples: Sequence[Sample], ok: Sequence[str]) -> None:
+        sheet = self.outdir / "samplesheet.valid.csv"
+        sampler_files = [self.outdir / "samples" / name / "sampler" / "sampler.parquet" for name in ok]
+        qc_files = sorted((self.outdir / "samples").glob("*/qc/*.json"))
+        qc_files = [path for path in qc_files if path.parent.parent.name in {s.sample for s in samples}]
+        output = self.outdir / "cohort.h5ad"
+        key = sha256_json(
+            {
+                "version": __version__,
+                "sheet": sha256_file(sheet),
+                "sampler": [sha256_file(path) for path in sampler_files],
+                "qc": [sha256_file(path) for path in qc_files],
+            }
+        )
+        stamp = StepCache(self.outdir / ".stamps")
+        started = time.perf_counter()
+        if stamp.lookup("cohort", key) is not None:
+            self.timings.append(Timing("*", "cohort", time.perf_counter() - started, True, "ok"))
+            return
+        stages.cohort(
+            samplesheet=sheet, sampler_files=sampler_files, qc_files=qc_files, output=output,
+            qc_output=self.outdir / "qc.csv", parameters=self.config.parameters(),
+        )
+        stamp.store("cohort", key, {"status": "ok"}, [output])
+        self.timings.append(Timing("*", "cohort", time.perf_counter() - started, False, "ok"))
+
+    def _write_timings(self, total: float) -> None:
+        lines = ["sample\tstep\tseconds\tskipped\tstatus"]
+        lines += [f"{t.sample}\t{t.step}\t{t.seconds:.3f}\t{str(t.skipped).lower()}\t{t.status}" for t in self.timings]
+        lines.append(f"*\ttotal\t{total:.3f}\tfalse\t-")
+        write_text(self.outdir / "pipeline_info" / "timings.tsv", "\n".join(lines) + "\n")
+
+
+def run(config: RunConfig) -> int:
+    """Run the local pipeline; see :class:`Runner`."""
+    return Runner(config).run()
