@@ -27,7 +27,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sklearn.cluster import DBSCAN
 
 from samplerflow.errors import SampleError
 from samplerflow.io import atomic_path, write_json
@@ -80,6 +79,8 @@ def cluster_tissue(mask: np.ndarray, *, pixel_um: float, params: AoiParams) -> n
     When the mask has more tissue pixels than ``max_points``, DBSCAN runs on
     a coarser grid (max-pooled blocks) and each pixel takes its block's label.
     """
+    from sklearn.cluster import DBSCAN  # imported here: scikit-learn is slow to import for other commands
+
     labels = np.full(mask.shape, -1, dtype=np.int32)
     if not mask.any():
         return labels
@@ -115,7 +116,6 @@ def objects_from_labels(
 ) -> list[dict[str, Any]]:
     """Turn pixel labels into padded, normalized object boxes, numbered top to bottom, left to right."""
     objects = []
-    thumbnail_height, thumbnail_width = labels.shape
     for label in np.unique(labels[labels >= 0]):
         rows, cols = np.nonzero(labels == label)
         pixel_count = int(rows.size)
@@ -136,7 +136,6 @@ def objects_from_labels(
                 "pixel_count": pixel_count,
             }
         )
-    del thumbnail_height, thumbnail_width
     objects.sort(key=lambda item: (round(item["location"][1], 2), item["location"][0]))
     for number, item in enumerate(objects, start=1):
         item["id"] = number
@@ -224,7 +223,8 @@ def detect_objects(
             "no_tissue",
             f"{info.path}: no tissue object found on the {thumbnail_mpp:.2f} um/px thumbnail "
             f"(brightness < {params.brightness_max}, saturation > {params.saturation_min}, "
-            f"objects >= {params.min_object_area_um2:g} um^2); check overlay.png, adjust the AOI "
+            f"objects >= {params.min_object_area_um2:g} um^2; the slide is {slide_width_um:.0f} x "
+            f"{slide_height_um:.0f} um); check overlay.png, adjust the AOI "
             "thresholds or supply an ROI JSON in the samplesheet",
         )
     return payload

@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
     sub.add_parser("backbones", help="list the feature extractors with input size, dimension and normalization")
+
+    from samplerflow.classify.cli import add_subcommands as add_classify_subcommands
+
+    add_classify_subcommands(sub)
     return parser
 
 
@@ -233,7 +237,7 @@ def _run_stage(args: argparse.Namespace) -> int:
             record = stages.sampler(sample=args.sample, features=args.features, output=args.output, percentiles=args.percentiles)
     except SampleError as error:
         log.error("%s", error)
-        _qc_output(args, qc_record(args.sample, args.command, status=error.status, reason=str(error)))
+        _qc_output(args, qc_record(args.sample, args.command, status=error.status, reason=str(error), **error.fields))
         # A failed sample is recorded and skipped; the cohort run goes on unless --strict.
         return 3 if args.strict else 0
     _qc_output(args, record)
@@ -288,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sheet = write_cohort(args.outdir, per_kind=args.per_kind, mpp=args.mpp, width_um=args.width_um, height_um=args.height_um, seed=args.seed)
             log.info("Wrote %s", sheet)
             return 0
+        if args.command in ("classify", "predict"):
+            from samplerflow.classify.cli import dispatch
+
+            return dispatch(args)
         if args.command == "backbones":
             from samplerflow.features import available_backbones, create_backbone
 

@@ -63,14 +63,15 @@ def build_cohort(
     var = reference[["feature"] + VAR_COLUMNS].set_index("feature")
     var.index.name = None
     var["backbone"] = var["backbone"].astype("category")
-    var["feature_label"] = var["feature_label"].astype(str)
+    var["feature_label"] = var["feature_label"].astype(str).astype("category")
 
     obs = pd.DataFrame([_obs_row(sample, qc_by_sample.loc[sample.sample]) for sample in kept])
     obs = obs.set_index("sample")
     obs.index.name = None
     for column in obs.columns:
         if obs[column].dtype == object:
-            obs[column] = obs[column].astype(str)
+            # Categorical up front, as anndata would store them, without its per-column notice.
+            obs[column] = obs[column].astype(str).astype("category")
 
     adata = ad.AnnData(X=np.vstack(rows), obs=obs, var=var)
     adata.uns["samplerflow"] = {

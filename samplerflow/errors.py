@@ -8,6 +8,8 @@ stops it before any work starts.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class InputError(ValueError):
     """Invalid run-level input: samplesheet, options, task or model files."""
@@ -17,10 +19,12 @@ class SampleError(RuntimeError):
     """A failure confined to one sample, recorded in the QC table.
 
     ``status`` is a short machine-readable QC status such as ``unreadable``,
-    ``no_mpp``, ``no_tissue`` or ``no_tiles``; the message is the reason a
+    ``no_mpp``, ``no_tissue`` or ``no_tiles``. The message is the reason a
     person reads, naming the file and the fix.
     """
 
-    def __init__(self, status: str, message: str) -> None:
+    def __init__(self, status: str, message: str, *, fields: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.fields: dict[str, Any] = dict(fields or {})
+        """QC fields known before the failure (e.g. mpp of a slide with no tissue)."""

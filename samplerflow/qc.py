@@ -28,6 +28,7 @@ QC_COLUMNS = (
     "sample", "status", "reason", "failed_stage", "image", "backend", "vendor", "width_px", "height_px",
     "mpp", "mpp_source", "roi_source", "objects", "tiles", "backbones", "scales", "sampler_values",
 )
+INTEGER_COLUMNS = ("width_px", "height_px", "objects", "tiles", "sampler_values")
 
 
 def qc_record(sample: str, stage: str, *, status: str = "ok", reason: str = "", **fields: Any) -> dict[str, Any]:
@@ -74,6 +75,10 @@ def merge_records(samples: Sequence[Sample], records: Sequence[dict[str, Any]]) 
         row.update(status=status, reason=reason, failed_stage=failed_stage)
         rows.append(row)
     table = pd.DataFrame(rows)
+    for column in INTEGER_COLUMNS:
+        if column in table.columns:
+            # Nullable integers, so failed samples' empty cells do not turn counts into floats.
+            table[column] = table[column].astype("Int64")
     ordered = [column for column in QC_COLUMNS if column in table.columns]
     extra = sorted(column for column in table.columns if column not in QC_COLUMNS)
     return table[ordered + extra]
@@ -83,6 +88,10 @@ def write_qc_table(table: pd.DataFrame, destination: Path) -> None:
     """Write ``qc.csv`` atomically."""
     with atomic_path(destination) as temporary:
         table.to_csv(temporary, index=False)
+
+
+def log_failures(table: pd.DataFrame) -> None:
+    """Log one warning per sample that did not finish, with its reason."""
     failed = table[table["status"] != "ok"]
     for row in failed.itertuples():
         log.warning("Sample %s skipped (%s): %s", row.sample, row.status, row.reason)

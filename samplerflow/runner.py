@@ -14,9 +14,9 @@ Output layout (see docs/output.md)::
       pipeline_info/{params.json, versions.json, timings.tsv}
 
 Resume: each step stores a stamp (``.stamps/`` in the sample folder) with a
-key hashed from the package version, the step's parameters and its inputs
-(content hashes of upstream outputs; path, size and modification time of
-slides). A step whose key and outputs are unchanged is skipped, so an
+key hashed from the package version, the step's parameters and its inputs.
+Upstream outputs enter the key by content hash, and slides by path, size and
+modification time. A step whose key and outputs are unchanged is skipped, so an
 identical second run does no work and a changed parameter redoes only the
 steps it reaches. Per-sample failures are stamped too and are not retried
 until an input or parameter changes.
@@ -36,11 +36,13 @@ from tqdm import tqdm
 
 from samplerflow import __version__, stages
 from samplerflow.aoi import AoiParams
-from samplerflow.errors import SampleError
+from samplerflow.errors import InputError, SampleError
+from samplerflow.features import create_backbone
 from samplerflow.features.extract import resolve_device
+from samplerflow.features.torch_backbone import TorchBackbone
 from samplerflow.io import sha256_file, sha256_json, write_json, write_text
 from samplerflow.provenance import package_versions
-from samplerflow.qc import merge_records, qc_record, write_qc_table, write_record
+from samplerflow.qc import log_failures, merge_records, qc_record, write_qc_table, write_record
 from samplerflow.sampler import DEFAULT_PERCENTILES
 from samplerflow.samplesheet import Sample
 from samplerflow.tiling import TilingParams
@@ -132,9 +134,25 @@ class Runner:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.outdir = config.outdir
+        # Absolute, so resume stamps stay valid when a later run starts from another folder.
+        self.outdir = config.outdir.resolve()
         self.timings: list[Timing] = []
         self.device = resolve_device(config.device)
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        """Fail before any slide is read when a backbone has no usable weights."""
+        config = self.config
+        unknown = sorted(set(config.weights) - set(config.backbones))
+        if unknown:
+            raise InputError(f"--weights given for backbones not requested: {', '.join(unknown)}")
+        for name in config.backbones:
+            backbone = create_backbone(name)
+            spec = config.weights.get(name)
+            if isinstance(backbone, TorchBackbone) and spec is None and not config.random_weights:
+                raise backbone.missing_weights_error()
+            if spec is not None and not spec.startswith("hf-hub:") and not Path(spec).expanduser().is_file():
+                raise InputError(f"Weights for backbone '{name}' not found: {spec}. Pass an existing checkpoint file.")
 
     def sample_dir(self, sample: Sample) -> Path:
         return self.outdir / "samples" / sample.sample
@@ -162,7 +180,9 @@ class Runner:
         except SampleError as error:
             if self.config.strict:
                 raise
-            record = qc_record(sample.sample, qc_stage, status=error.status, reason=str(error))
+            record = qc_record(sample.sample, qc_stage, status=error.status, reason=str(error), **error.fields)
+        except InputError:
+            raise  # a run-level problem (options, weights): every sample would fail the same way
         except Exception as error:  # one bad slide must not stop the cohort
             if self.config.strict:
                 raise
@@ -246,7 +266,10 @@ class Runner:
                 "tiles": tiles_hash,
                 "backbone": name,
                 "weights": _weights_fingerprint(config.weights.get(name)),
-                "random_weights": config.random_weights,
+                # --random-weights changes only backbones that need weights and were given none.
+                "random_weights": (
+                    config.random_weights and create_backbone(name).needs_weights and name not in config.weights
+                ),
                 "device": self.device,
             }
             cached = StepCache(self.sample_dir(sample) / ".stamps").lookup(
@@ -265,7 +288,7 @@ class Runner:
                 sample=sample.sample, image=sample.image, tiles=tiles_path, outdir=features_dir,
                 backbones=stale, weights={k: v for k, v in config.weights.items() if k in stale},
                 random_weights=config.random_weights, mpp=sample.mpp, batch_size=config.batch_size,
-                num_workers=config.num_workers, device=self.device,
+                num_workers=config.num_workers, device=self.device, progress=config.progress,
             )
 
         # Run once for all stale backbones (one read of the slide), then stamp each.
@@ -274,6 +297,8 @@ class Runner:
         if result["status"] != "ok":
             return result
         for name in stale[1:]:
+            # Extracted in the same pass as the first stale backbone, whose timing row covers both.
+            self.timings.append(Timing(sample.sample, f"extract.{name}", 0.0, False, result["status"]))
             StepCache(self.sample_dir(sample) / ".stamps").store(
                 f"extract.{name}",
                 sha256_json({"step": f"extract.{name}", "version": __version__, **keys[name]}),
@@ -301,6 +326,7 @@ class Runner:
 
         qc_table = merge_records(samples, records)
         write_qc_table(qc_table, self.outdir / "qc.csv")
+        log_failures(qc_table)
         ok = qc_table[qc_table["status"] == "ok"]["sample"].tolist()
         log.info("%d of %d samples succeeded", len(ok), len(samples))
         if ok:
@@ -334,7 +360,7 @@ class Runner:
             return
         stages.cohort(
             samplesheet=sheet, sampler_files=sampler_files, qc_files=qc_files, output=output,
-            qc_output=self.outdir / "qc.csv", parameters=self.config.parameters(),
+            qc_output=self.outdir / "qc.csv", parameters=self.config.parameters(), log_skipped=False,
         )
         stamp.store("cohort", key, {"status": "ok"}, [output])
         self.timings.append(Timing("*", "cohort", time.perf_counter() - started, False, "ok"))

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from samplerflow.errors import SampleError
-from samplerflow.features.extract import FeatureSet, read_features
+from samplerflow.features.store import FeatureSet, read_features
 from samplerflow.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -114,7 +114,8 @@ def read_samplesheet(path: str | Path) -> list[Sample]:
         problems.append(f"column '{name}' appears more than once in the header: keep one")
     if not raw_rows:
         problems.append("the samplesheet has a header but no rows: add one row per slide")
-    if missing_columns or duplicated or not raw_rows:
+    # Missing columns are reported with the rows' own problems below, so one error lists everything.
+    if duplicated or not raw_rows:
         raise InputError(_format_problems(path, problems))
 
     base = path.resolve().parent
@@ -124,8 +125,10 @@ def read_samplesheet(path: str | Path) -> list[Sample]:
         line = offset + 2  # line 1 is the header
         where = _row_label(line, raw)
         instance = {key: _coerce(key, value) for key, value in raw.items() if value != ""}
-        row_ok = True
+        row_ok = not missing_columns
         for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
+            if error.validator == "required" and any(error.message.startswith(f"'{name}'") for name in missing_columns):
+                continue  # already reported once for the header
             row_ok = False
             problems.append(f"{where}: {_describe_schema_error(error, properties)}")
 

@@ -19,7 +19,7 @@ import math
 import re
 import xml.etree.ElementTree as ElementTree
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,9 +201,13 @@ def _to_rgb(pixels: np.ndarray) -> np.ndarray:
     if pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
     if pixels.shape[2] == 4:
-        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
-        rgb = pixels[:, :, :3].astype(np.float32) * alpha + BACKGROUND_RGB * (1.0 - alpha)
-        return (rgb + 0.5).astype(np.uint8)
+        alpha = pixels[:, :, 3:4]
+        if alpha.min() == 255:
+            return np.ascontiguousarray(pixels[:, :, :3])
+        # Integer compositing keeps memory at 2 bytes per channel for large regions.
+        weight = alpha.astype(np.uint16)
+        rgb = pixels[:, :, :3].astype(np.uint16) * weight + BACKGROUND_RGB * (255 - weight)
+        return ((rgb + 127) // 255).astype(np.uint8)
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
@@ -243,7 +247,7 @@ class TiffFileReader(SlideReader):
     tiles or strips a region touches.
     """
 
-    def __init__(self, path: Path, *, mpp_override: float | None) -> None:
+    def __init__(self, path: Path) -> None:
         import tifffile
         import zarr
 
@@ -259,17 +263,22 @@ class TiffFileReader(SlideReader):
             self._arrays = [root[str(index)] for index in range(len(levels))]
         sizes = [self._size_of(array.shape) for array in self._arrays]
         width, height = sizes[0]
-        mpp, mpp_source = _tiff_mpp(self._tiff)
-        mpp, mpp_source = _choose_mpp(path, mpp, mpp_source, mpp_override)
-        vendor = "ome-tiff" if self._tiff.is_ome else ("aperio" if self._tiff.is_svs else "generic-tiff")
+        # open_slide() applies the mpp rule after checking that pixels decode.
+        self.metadata_mpp, self.metadata_mpp_source = _tiff_mpp(self._tiff)
+        if self._tiff.is_ome:
+            vendor = "ome-tiff"
+        elif self._tiff.is_svs:
+            vendor = "aperio"
+        else:
+            vendor = "generic-tiff"
         self.info = SlideInfo(
             path=str(path),
             backend="tifffile",
             vendor=vendor,
             width=width,
             height=height,
-            mpp=mpp,
-            mpp_source=mpp_source,
+            mpp=float("nan"),
+            mpp_source="",
             level_dimensions=tuple(sizes),
             level_downsamples=tuple(width / size[0] for size in sizes),
         )
@@ -383,6 +392,16 @@ def _is_tiff(path: Path) -> bool:
     ) in (42, 43)
 
 
+def _is_ome_pyramid(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            return bool(tiff.is_ome) and len(tiff.series[0].levels) > 1
+    except Exception:  # unreadable files are diagnosed by the readers below
+        return False
+
+
 def open_slide(path: str | Path, *, mpp: float | None = None) -> SlideReader:
     """Open a whole-slide image with the backend that reads it.
 
@@ -404,6 +423,9 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> SlideReader:
 
     detected = openslide.OpenSlide.detect_format(str(path))
     openslide_error: Exception | None = None
+    # OpenSlide reads only the first level of an OME-TIFF pyramid kept in SubIFDs; tifffile reads them all.
+    if detected == "generic-tiff" and _is_ome_pyramid(path):
+        detected = None
     if detected is not None:
         try:
             handle = openslide.OpenSlide(str(path))
@@ -419,26 +441,30 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> SlideReader:
                 mpp_y = properties.get(openslide.PROPERTY_NAME_MPP_Y)
                 if mpp_y is not None and abs(float(mpp_y) - metadata_mpp) > 0.01 * metadata_mpp:
                     log.warning("%s: non-square pixels (mpp-x %s, mpp-y %s); using mpp-x", path, metadata_mpp, mpp_y)
+            # Pixels are checked before mpp, so a damaged file reports 'unreadable' first.
+            reader: SlideReader = OpenSlideReader(path, handle, vendor=detected, mpp=float("nan"), mpp_source="")
+            _probe(reader)
             try:
                 chosen_mpp, chosen_source = _choose_mpp(path, metadata_mpp, source, mpp)
             except SampleError:
-                handle.close()
+                reader.close()
                 raise
-            reader: SlideReader = OpenSlideReader(
-                path, handle, vendor=detected, mpp=chosen_mpp, mpp_source=chosen_source
-            )
-            _probe(reader)
+            reader.info = replace(reader.info, mpp=chosen_mpp, mpp_source=chosen_source)
             return reader
 
     if _is_tiff(path) and (detected in (None, "generic-tiff")):
         try:
-            reader = TiffFileReader(path, mpp_override=mpp)
-        except SampleError:
-            raise
+            reader = TiffFileReader(path)
         except Exception as error:  # tifffile raises many types for corrupt files
             reason = f"OpenSlide: {openslide_error}; tifffile: {error}" if openslide_error else f"tifffile: {error}"
             raise SampleError("unreadable", f"{path}: cannot read the TIFF ({reason})") from error
         _probe(reader)
+        try:
+            chosen_mpp, chosen_source = _choose_mpp(path, reader.metadata_mpp, reader.metadata_mpp_source, mpp)
+        except SampleError:
+            reader.close()
+            raise
+        reader.info = replace(reader.info, mpp=chosen_mpp, mpp_source=chosen_source)
         return reader
 
     if openslide_error is not None:

@@ -29,8 +29,9 @@ from typing import Any
 
 from samplerflow.aoi import AoiParams, detect_objects, read_mask
 from samplerflow.cohort import build_cohort, write_cohort
-from samplerflow.features.extract import extract_features, read_features
-from samplerflow.qc import merge_records, qc_record, read_records, write_qc_table
+from samplerflow.errors import SampleError
+from samplerflow.features.store import read_features
+from samplerflow.qc import log_failures, merge_records, qc_record, read_records, write_qc_table
 from samplerflow.sampler import DEFAULT_PERCENTILES, run_sampler
 from samplerflow.samplesheet import Sample, read_samplesheet, write_samplesheet
 from samplerflow.slide import open_slide
@@ -58,7 +59,11 @@ def aoi(*, sample: str, image: Path, outdir: Path, params: AoiParams, mpp: float
             "mpp": info.mpp,
             "mpp_source": info.mpp_source,
         }
-        payload = detect_objects(reader, outdir, params=params, roi_path=roi)
+        try:
+            payload = detect_objects(reader, outdir, params=params, roi_path=roi)
+        except SampleError as error:
+            error.fields.update(fields)
+            raise
     return qc_record(sample, "aoi", roi_source=payload["source"], objects=len(payload["objects"]), **fields)
 
 
@@ -83,8 +88,11 @@ def extract(
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "auto",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Extract per-tile features at every scale; write {backbone}.h5 per backbone into ``outdir``."""
+    from samplerflow.features.extract import extract_features  # torch is imported only when features are extracted
+
     grid = read_tiles(tiles)
     written = extract_features(
         slide_path=image,
@@ -97,6 +105,7 @@ def extract(
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,
+        progress=progress,
     )
     fields: dict[str, Any] = {"backbones": ",".join(backbones)}
     for name, path in written.items():
@@ -129,16 +138,21 @@ def cohort(
     output: Path,
     qc_output: Path,
     parameters: Mapping[str, Any] | None = None,
+    log_skipped: bool = True,
 ) -> None:
     """Merge QC records into qc.csv and SAMPLER tables of ok samples into cohort.h5ad.
 
-    ``sampler_files`` are matched to samples by the ``sample`` column they contain.
+    ``sampler_files`` are matched to samples by the ``sample`` column they
+    contain. ``log_skipped`` logs a warning per failed sample (the local
+    runner has logged them already).
     """
     import pandas as pd
 
     samples = read_samplesheet(samplesheet)
     table = merge_records(samples, read_records(qc_files))
     write_qc_table(table, qc_output)
+    if log_skipped:
+        log_failures(table)
     by_sample: dict[str, Path] = {}
     for path in sampler_files:
         names = pd.read_parquet(path, columns=["sample"])["sample"].unique()

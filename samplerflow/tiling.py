@@ -15,8 +15,8 @@ center_y_um         float64
 tissue_fraction     float32  tissue share of the base tile inside the ROIs
 ==================  =======  ==================================================
 
-The parquet schema metadata key ``samplerflow`` holds the tiling parameters
-and slide geometry as JSON. The grid is defined in micrometres from the
+The parquet schema metadata key ``samplerflow`` contains the tiling
+parameters and slide geometry as JSON. The grid is defined in micrometres from the
 slide's top-left corner, so slides scanned at different resolutions get the
 same centres in micrometres. For scale k the tile around a centre covers
 k x ``tile_size_um`` on each side.

@@ -1,6 +1,6 @@
 """Feature extraction stage: tiles of a slide at every scale through one or more backbones.
 
-File contract: for each backbone, ``{backbone}.h5`` (HDF5) holds
+File contract: for each backbone, ``{backbone}.h5`` (HDF5) contains
 
 - ``tile_id`` (int64, n): the tiles table's ids, in the same row order;
 - ``s{k}`` (float32, n x dim) for each scale k: row i is tile i's features
@@ -26,7 +26,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -47,7 +46,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """Where tiles are read: one pyramid level and the base tile side in its pixels."""
+    """Tile read geometry: one pyramid level and the base tile side in its pixels."""
 
     level: int
     level_downsample: float
@@ -276,32 +275,6 @@ def _write_header(handle: h5py.File, model: Backbone, grid: TileGrid, plan: Read
     attrs["provenance"] = json.dumps(model.provenance, sort_keys=True)
     attrs["registry"] = json.dumps(model.describe(), sort_keys=True)
     attrs["samplerflow_version"] = __version__
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """Per-tile features of one backbone read back from ``{backbone}.h5``."""
-
-    backbone: str
-    scales: tuple[int, ...]
-    matrices: dict[int, np.ndarray]
-    tile_ids: np.ndarray
-    attrs: dict[str, Any]
-
-    @property
-    def provenance(self) -> dict[str, Any]:
-        """Weights provenance recorded at extraction."""
-        return json.loads(self.attrs.get("provenance", "{}"))
-
-
-def read_features(path: Path) -> FeatureSet:
-    """Read a features file written by :func:`extract_features`."""
-    with h5py.File(path, "r") as handle:
-        attrs = {key: (value.tolist() if isinstance(value, np.ndarray) else value) for key, value in handle.attrs.items()}
-        scales = tuple(int(k) for k in attrs["scales"])
-        matrices = {scale: handle[f"s{scale}"][()] for scale in scales}
-        tile_ids = handle["tile_id"][()]
-    return FeatureSet(backbone=str(attrs["backbone"]), scales=scales, matrices=matrices, tile_ids=tile_ids, attrs=attrs)
 
 
 def default_workers() -> int:

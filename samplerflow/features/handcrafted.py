@@ -70,9 +70,8 @@ def handcrafted_features(tile: np.ndarray) -> np.ndarray:
         values += [float(v) for v in np.percentile(stain, STAIN_PERCENTILES)]
 
     nuclear = hed[:, :, 0] > HEMATOXYLIN_THRESHOLD
-    components, count = label_components(nuclear, return_num=True, connectivity=2)
+    _, count = label_components(nuclear, return_num=True, connectivity=2)
     values += [float(nuclear.mean()), float(count), float(nuclear.sum() / count) if count else 0.0]
-    del components
 
     for channel in range(3):
         histogram, _ = np.histogram(tile[:, :, channel], bins=HISTOGRAM_BINS, range=(0, 256))

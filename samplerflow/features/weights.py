@@ -10,7 +10,7 @@ A weights specification is one of:
 
 Random weights are never a fallback: the caller asks for them explicitly
 (``--random-weights``, for tests and demos), a warning is logged and the
-provenance says ``random``.
+provenance records ``random``.
 """
 
 from __future__ import annotations
