@@ -56,6 +56,21 @@ def _weights(items: Sequence[str] | None) -> dict[str, str]:
     return weights
 
 
+def _resolved_weights(args: argparse.Namespace, backbones: Sequence[str]) -> dict[str, str]:
+    """Combine --weights with checkpoints staged in --weights-cache (explicit --weights win)."""
+    weights = _weights(args.weights)
+    if args.weights_cache is not None:
+        from samplerflow.features.fetch import staged_weights
+
+        missing = [name for name in backbones if name not in weights]
+        weights = {**staged_weights(args.weights_cache, missing), **weights}
+    return weights
+
+
+def _autocast(args: argparse.Namespace) -> str | None:
+    return None if args.autocast == "none" else args.autocast
+
+
 def _backbones(items: Sequence[str] | None) -> tuple[str, ...]:
     names: list[str] = []
     for item in items or ["handcrafted"]:
@@ -119,6 +134,9 @@ def add_feature_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=32, help="tiles per model batch (default: %(default)s)")
     group.add_argument("--workers", type=int, default=2, help="data-loader worker processes reading tiles (default: %(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: %(default)s)")
+    group.add_argument("--autocast", choices=("bfloat16", "float16", "none"), default="bfloat16", help="mixed precision of neural backbones on CUDA; ignored on CPU (default: %(default)s)")
+    group.add_argument("--feature-dtype", choices=("float32", "float16"), default="float32", help="stored precision of per-tile features (default: %(default)s)")
+    group.add_argument("--weights-cache", type=Path, help="folder staged by 'samplerflow weights fetch'; backbones without --weights load from it")
 
 
 def add_sampler_options(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--output", required=True, type=Path, help="cohort.h5ad to write")
     cohort.add_argument("--qc-output", required=True, type=Path, help="qc.csv to write")
     cohort.add_argument("--params-json", type=Path, help="run parameters to record in the AnnData (JSON file)")
+    cohort.add_argument("--allow-empty", action="store_true", help="when no sample succeeded, write qc.csv, skip cohort.h5ad and exit 0")
 
     synth = sub.add_parser("synth", help="write tiny synthetic H&E-like slides and a samplesheet")
     synth.add_argument("--outdir", required=True, type=Path, help="folder for slides and samplesheet.csv")
@@ -204,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("backbones", help="list the feature extractors with input size, dimension and normalization")
 
     from samplerflow.classify.cli import add_subcommands as add_classify_subcommands
+    from samplerflow.features.weights_cli import add_subcommands as add_weights_subcommands
 
     add_classify_subcommands(sub)
+    add_weights_subcommands(sub)
     return parser
 
 
@@ -229,9 +250,10 @@ def _run_stage(args: argparse.Namespace) -> int:
         elif args.command == "extract":
             record = stages.extract(
                 sample=args.sample, image=args.slide, tiles=args.tiles, outdir=args.outdir,
-                backbones=_backbones(args.backbone), weights=_weights(args.weights),
+                backbones=_backbones(args.backbone), weights=_resolved_weights(args, _backbones(args.backbone)),
                 random_weights=args.random_weights, mpp=args.mpp, batch_size=args.batch_size,
-                num_workers=args.workers, device=args.device,
+                num_workers=args.workers, device=args.device, autocast=_autocast(args),
+                feature_dtype=args.feature_dtype, progress=not args.no_progress,
             )
         else:
             record = stages.sampler(sample=args.sample, features=args.features, output=args.output, percentiles=args.percentiles)
@@ -259,12 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 aoi=aoi_params(args),
                 tiling=tiling_params(args),
                 backbones=_backbones(args.backbone),
-                weights=_weights(args.weights),
+                weights=_resolved_weights(args, _backbones(args.backbone)),
                 random_weights=args.random_weights,
                 percentiles=tuple(args.percentiles),
                 batch_size=args.batch_size,
                 num_workers=args.workers,
                 device=args.device,
+                autocast=_autocast(args),
+                feature_dtype=args.feature_dtype,
                 strict=args.strict,
                 progress=not args.no_progress,
             )
@@ -283,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parameters = json.loads(args.params_json.read_text()) if args.params_json else None
             cohort(
                 samplesheet=args.samplesheet, sampler_files=args.sampler, qc_files=args.qc,
-                output=args.output, qc_output=args.qc_output, parameters=parameters,
+                output=args.output, qc_output=args.qc_output, parameters=parameters, allow_empty=args.allow_empty,
             )
             return 0
         if args.command == "synth":
@@ -292,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sheet = write_cohort(args.outdir, per_kind=args.per_kind, mpp=args.mpp, width_um=args.width_um, height_um=args.height_um, seed=args.seed)
             log.info("Wrote %s", sheet)
             return 0
+        if args.command == "weights":
+            from samplerflow.features.weights_cli import dispatch as dispatch_weights
+
+            return dispatch_weights(args)
         if args.command in ("classify", "predict"):
             from samplerflow.classify.cli import dispatch
 

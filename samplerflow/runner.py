@@ -65,6 +65,8 @@ class RunConfig:
     batch_size: int = 32
     num_workers: int = 2
     device: str = "auto"
+    autocast: str | None = "bfloat16"
+    feature_dtype: str = "float32"
     strict: bool = False
     progress: bool = True
 
@@ -271,6 +273,9 @@ class Runner:
                     config.random_weights and create_backbone(name).needs_weights and name not in config.weights
                 ),
                 "device": self.device,
+                "feature_dtype": config.feature_dtype,
+                # Mixed precision changes features only on CUDA.
+                "autocast": config.autocast if self.device.startswith("cuda") else None,
             }
             cached = StepCache(self.sample_dir(sample) / ".stamps").lookup(
                 f"extract.{name}", sha256_json({"step": f"extract.{name}", "version": __version__, **keys[name]})
@@ -288,7 +293,8 @@ class Runner:
                 sample=sample.sample, image=sample.image, tiles=tiles_path, outdir=features_dir,
                 backbones=stale, weights={k: v for k, v in config.weights.items() if k in stale},
                 random_weights=config.random_weights, mpp=sample.mpp, batch_size=config.batch_size,
-                num_workers=config.num_workers, device=self.device, progress=config.progress,
+                num_workers=config.num_workers, device=self.device, autocast=config.autocast,
+                feature_dtype=config.feature_dtype, progress=config.progress,
             )
 
         # Run once for all stale backbones (one read of the slide), then stamp each.

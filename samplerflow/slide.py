@@ -150,6 +150,14 @@ class SlideReader(ABC):
             output[out_row0:out_row1] = resize_area(crop, out_width, out_row1 - out_row0)
         return output
 
+    def read_region_at_mpp(
+        self, *, x: SlidePixels, y: SlidePixels, width: SlidePixels, height: SlidePixels, mpp: MicronsPerPixel
+    ) -> np.ndarray:
+        """Read a level-0 box resampled to ``mpp`` um/px (output size rounded to whole pixels)."""
+        out_width = max(1, round(float(width) * self.info.mpp / float(mpp)))
+        out_height = max(1, round(float(height) * self.info.mpp / float(mpp)))
+        return self.read_region(x=x, y=y, width=width, height=height, out_width=out_width, out_height=out_height)
+
     def thumbnail(self, *, mpp: float) -> tuple[np.ndarray, float]:
         """Return the whole slide at about ``mpp`` um/px and the exact mpp it has.
 

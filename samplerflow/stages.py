@@ -88,6 +88,8 @@ def extract(
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "auto",
+    autocast: str | None = "bfloat16",
+    feature_dtype: str = "float32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Extract per-tile features at every scale; write {backbone}.h5 per backbone into ``outdir``."""
@@ -105,6 +107,8 @@ def extract(
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,
+        autocast=autocast,
+        feature_dtype=feature_dtype,
         progress=progress,
     )
     fields: dict[str, Any] = {"backbones": ",".join(backbones)}
@@ -139,12 +143,15 @@ def cohort(
     qc_output: Path,
     parameters: Mapping[str, Any] | None = None,
     log_skipped: bool = True,
+    allow_empty: bool = False,
 ) -> None:
     """Merge QC records into qc.csv and SAMPLER tables of ok samples into cohort.h5ad.
 
     ``sampler_files`` are matched to samples by the ``sample`` column they
     contain. ``log_skipped`` logs a warning per failed sample (the local
-    runner has logged them already).
+    runner has logged them already). When no sample succeeded, ``allow_empty``
+    writes only qc.csv instead of raising :class:`InputError`, so a workflow
+    manager can publish the QC table before it reports the failure.
     """
     import pandas as pd
 
@@ -153,6 +160,9 @@ def cohort(
     write_qc_table(table, qc_output)
     if log_skipped:
         log_failures(table)
+    if allow_empty and not (table["status"] == "ok").any():
+        log.error("No sample succeeded; wrote %s without %s", qc_output, output)
+        return
     by_sample: dict[str, Path] = {}
     for path in sampler_files:
         names = pd.read_parquet(path, columns=["sample"])["sample"].unique()

@@ -181,3 +181,13 @@ def test_synthetic_tiff_backends_agree_on_pixels(synthetic_slides):
                     assert difference.mean() <= 1.0, (level, x, y)
     finally:
         tiff.close()
+
+
+def test_read_region_at_mpp_size(wsi_data):
+    with open_slide(wsi_data / "slides/aperio/CMU-1-Small-Region.svs") as reader:
+        pixels = reader.read_region_at_mpp(
+            x=SlidePixels(100), y=SlidePixels(100), width=SlidePixels(1000), height=SlidePixels(500), mpp=1.0
+        )
+    # 1000 x 500 px at 0.499 um/px cover 499 x 249.5 um, so 499 x 250 px at 1 um/px.
+    assert pixels.shape == (250, 499, 3)
+    assert pixels.dtype == np.uint8

@@ -3,17 +3,24 @@
 File contract: for each backbone, ``{backbone}.h5`` (HDF5) contains
 
 - ``tile_id`` (int64, n): the tiles table's ids, in the same row order;
-- ``s{k}`` (float32, n x dim) for each scale k: row i is tile i's features
-  at k x the base tile size;
+- ``s{k}`` (n x dim, float32 unless ``feature_dtype="float16"`` was
+  requested) for each scale k: row i is tile i's features at k x the base
+  tile size;
 - attributes ``backbone``, ``dim``, ``input_size``, ``scales``,
   ``tile_size_um``, ``mpp``, ``mpp_source``, ``read_level``,
   ``read_downsample``, ``feature_labels`` (JSON list), ``provenance``
-  (JSON: weights source and checksum, or ``random``), ``samplerflow_version``.
+  (JSON: weights source and checksum, or ``random``; device and CUDA
+  autocast precision), ``feature_dtype``, ``samplerflow_version``.
 
 All scales of a centre come from one read: the region of the largest scale
 is read once at the pyramid level chosen for the base scale, and every
 smaller field of view is a centred crop of it. Crops are resized to each
 backbone's input size with torchvision's antialiased resize.
+
+Reading, cropping, resizing and normalization run in DataLoader workers.
+On CUDA, batches travel in pinned memory and neural backbones run under
+autocast (bfloat16 by default) in channels-last layout; on CPU they run in
+float32 as they always have.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,11 +45,15 @@ from tqdm import tqdm
 from samplerflow import __version__
 from samplerflow.errors import InputError
 from samplerflow.features.registry import Backbone, create_backbone
+from samplerflow.features.torch_backbone import AUTOCAST_DTYPES, TorchBackbone
 from samplerflow.io import atomic_path
 from samplerflow.slide import SlideReader, open_slide
 from samplerflow.tiling import TileGrid
 
 log = logging.getLogger(__name__)
+
+FEATURE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,20 @@ class TileDataset(Dataset):
         return tuple(prepared)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Return a forkserver context whose server has preloaded this module.
+
+    Workers forked straight from the main process inherit the state of
+    OpenCV's and OpenMP's thread pools, which the slide and tissue steps
+    have started, and then hang on their first threaded call. The
+    forkserver is a clean single-threaded process, so its children are safe,
+    and preloading makes each worker start without importing torch again.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _worker_init(_: int) -> None:
     # Workers already run in parallel; nested library threads would oversubscribe the cores.
     torch.set_num_threads(1)
@@ -179,19 +205,31 @@ def extract_features(
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "auto",
+    autocast: str | None = "bfloat16",
+    channels_last: bool = True,
+    feature_dtype: str = "float32",
     progress: bool = True,
 ) -> dict[str, Path]:
     """Extract features of every tile at every scale; write one HDF5 file per backbone.
 
+    ``autocast`` (``bfloat16``, ``float16`` or None for float32) and
+    ``channels_last`` apply to neural backbones on CUDA only. ``feature_dtype``
+    is the stored precision (``float32`` or ``float16``) on every device.
     Returns the written paths by backbone name.
     """
     weights = weights or {}
     unknown = sorted(set(weights) - set(backbones))
     if unknown:
         raise InputError(f"--weights given for backbones not requested: {', '.join(unknown)}")
+    if feature_dtype not in FEATURE_DTYPES:
+        raise InputError(f"Invalid feature dtype {feature_dtype!r}: choose {' or '.join(FEATURE_DTYPES)}")
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise InputError(f"Invalid autocast precision {autocast!r}: choose {', '.join(AUTOCAST_DTYPES)} or none")
     device = resolve_device(device)
     models = [create_backbone(name) for name in backbones]
     for model in models:
+        if isinstance(model, TorchBackbone):
+            model.set_inference_options(autocast_dtype=autocast, channels_last=channels_last)
         model.load(weights=weights.get(model.name), random_weights=random_weights, device=device)
 
     reader = open_slide(slide_path, mpp=mpp)
@@ -214,6 +252,7 @@ def extract_features(
         shuffle=False,
         num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers > 0 else None,
+        multiprocessing_context=_worker_context() if num_workers > 0 else None,
         pin_memory=device.startswith("cuda"),
         collate_fn=_collate,
         persistent_workers=False,
@@ -229,9 +268,10 @@ def extract_features(
             temporary = stack.enter_context(atomic_path(destination))
             handle = stack.enter_context(h5py.File(temporary, "w"))
             _write_header(handle, model, grid, plan, slide_info.mpp_source)
+            handle.attrs["feature_dtype"] = feature_dtype
             for scale in plan.scales:
                 handle.create_dataset(
-                    f"s{scale}", shape=(n_tiles, model.dim), dtype="float32",
+                    f"s{scale}", shape=(n_tiles, model.dim), dtype=feature_dtype,
                     chunks=(min(n_tiles, 1024), model.dim),
                 )
             files[model.name] = handle
@@ -242,10 +282,15 @@ def extract_features(
         for batch in loader:
             count = batch[0].shape[0]
             for model, prepared in zip(models, batch):
-                flat = prepared.reshape((count * len(plan.scales),) + prepared.shape[2:])
-                features = model.embed(flat).reshape(count, len(plan.scales), model.dim)
+                flat = prepared.reshape((count * len(plan.scales),) + tuple(prepared.shape[2:]))
+                features = _embed(model, flat).reshape(count, len(plan.scales), model.dim)
                 if not np.isfinite(features).all():
                     raise RuntimeError(f"Backbone '{model.name}' produced non-finite features on {slide_path}")
+                if feature_dtype == "float16" and np.abs(features).max() > FLOAT16_MAX:
+                    raise RuntimeError(
+                        f"Backbone '{model.name}' produced features beyond the float16 range (|x| > {FLOAT16_MAX:g}) "
+                        f"on {slide_path}; store them as float32"
+                    )
                 for scale_index, scale in enumerate(plan.scales):
                     files[model.name][f"s{scale}"][position : position + count] = features[:, scale_index]
             position += count
@@ -255,8 +300,15 @@ def extract_features(
     return written
 
 
-def _collate(items: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    return tuple(np.stack(column) for column in zip(*items))
+def _collate(items: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
+    # Tensors, not arrays, so that the DataLoader can pin them for asynchronous copies to the GPU.
+    return tuple(torch.from_numpy(np.stack(column)) for column in zip(*items))
+
+
+def _embed(model: Backbone, batch: torch.Tensor) -> np.ndarray:
+    if isinstance(model, TorchBackbone):
+        return model.embed_tensor(batch)
+    return model.embed(batch.numpy())
 
 
 def _write_header(handle: h5py.File, model: Backbone, grid: TileGrid, plan: ReadPlan, mpp_source: str) -> None:

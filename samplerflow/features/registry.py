@@ -97,4 +97,5 @@ def create_backbone(name: str) -> Backbone:
 
 def _import_builtins() -> None:
     # Importing the modules runs their @register decorators.
-    from samplerflow.features import handcrafted, inception  # noqa: F401
+    from samplerflow import nuclei  # noqa: F401
+    from samplerflow.features import conch, ctranspath, handcrafted, inception, uni  # noqa: F401

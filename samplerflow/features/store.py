@@ -32,10 +32,14 @@ class FeatureSet:
 
 
 def read_features(path: Path) -> FeatureSet:
-    """Read a features file written by :func:`extract_features`."""
+    """Read a features file written by :func:`extract_features`.
+
+    Matrices stored as float16 are returned as float32, so that statistics
+    such as percentiles are not computed in half precision.
+    """
     with h5py.File(path, "r") as handle:
         attrs = {key: (value.tolist() if isinstance(value, np.ndarray) else value) for key, value in handle.attrs.items()}
         scales = tuple(int(k) for k in attrs["scales"])
-        matrices = {scale: handle[f"s{scale}"][()] for scale in scales}
+        matrices = {scale: handle[f"s{scale}"][()].astype(np.float32, copy=False) for scale in scales}
         tile_ids = handle["tile_id"][()]
     return FeatureSet(backbone=str(attrs["backbone"]), scales=scales, matrices=matrices, tile_ids=tile_ids, attrs=attrs)
