@@ -6,7 +6,6 @@ data (checked there with openslide-python 1.4.7 and openslide-bin 4.0.1).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
