@@ -9,7 +9,7 @@ OpenSlide and Bio-Formats read the same mpp. Associated images (label,
 macro, thumbnail) are never copied, because labels can carry patient names.
 
 Pixels are streamed tile by tile. Level 0 is read from the source's full
-resolution one tile at a time; each lower level is built by averaging 2 x 2
+resolution one tile at a time. Each lower level is built by averaging 2 x 2
 pixel blocks of the level above while that level is written, into chunked
 scratch arrays on disk next to the output. Peak memory is a few tiles and
 does not grow with the slide's pixel count; scratch disk space is about a
@@ -38,7 +38,7 @@ from samplerflow.slide import SlideReader
 log = logging.getLogger(__name__)
 
 COMPRESSIONS = ("jpeg", "lzw", "deflate", "zstd", "none")
-# Classic TIFF offsets are 32-bit; switch to BigTIFF well before 4 GiB.
+# Classic TIFF offsets are 32-bit, so larger outputs switch to BigTIFF well before 4 GiB.
 BIGTIFF_THRESHOLD_BYTES = 2 * 1024**3
 
 

@@ -274,10 +274,12 @@ def test_conch_drops_text_tower():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ctranspath", "conch"])
-def test_checkpoint_wrong_key_rejected(published, tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("ctranspath", "norm.weight"), ("conch", "visual.ln_contrast.weight"), ("uni", "norm.weight")],
+)
+def test_checkpoint_wrong_key_rejected(published, tmp_path, name, key):
     _, state = published(name)
-    key = "norm.weight" if name == "ctranspath" else "visual.ln_contrast.weight"
     path = _save_broken(state, tmp_path / "renamed.pth", rename=key)
     with pytest.raises(InputError) as caught:
         create_backbone(name).load(weights=str(path), random_weights=False, device="cpu")
@@ -288,10 +290,16 @@ def test_checkpoint_wrong_key_rejected(published, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ctranspath", "conch"])
-def test_checkpoint_wrong_shape_rejected(published, tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("ctranspath", "layers.0.downsample.reduction.weight"),
+        ("conch", "visual.proj_contrast"),
+        ("uni", "blocks.0.ls1.gamma"),
+    ],
+)
+def test_checkpoint_wrong_shape_rejected(published, tmp_path, name, key):
     _, state = published(name)
-    key = "layers.0.downsample.reduction.weight" if name == "ctranspath" else "visual.proj_contrast"
     path = _save_broken(state, tmp_path / "reshaped.pth", reshape=key)
     with pytest.raises(InputError) as caught:
         create_backbone(name).load(weights=str(path), random_weights=False, device="cpu")
