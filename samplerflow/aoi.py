@@ -204,7 +204,7 @@ def detect_objects(
             params=params,
         )
         source = "detected"
-        log.info("%s: %d tissue objects detected", info.path, len(objects))
+        log.info("%s: tissue objects detected: %d", info.path, len(objects))
 
     _write_png(outdir / "thumbnail.png", thumbnail)
     _write_png(outdir / "tissue_mask.png", mask.astype(np.uint8) * 255)

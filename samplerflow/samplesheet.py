@@ -180,7 +180,7 @@ def read_samplesheet(path: str | Path) -> list[Sample]:
 
     if problems:
         raise InputError(_format_problems(path, problems))
-    log.info("Samplesheet %s: %d valid samples", path, len(samples))
+    log.info("Samplesheet %s: %d valid sample%s", path, len(samples), "" if len(samples) == 1 else "s")
     return samples
 
 

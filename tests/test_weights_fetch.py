@@ -246,3 +246,18 @@ def test_extract_invalid_dtype_rejected(synthetic_grid, tmp_path):
     slide, grid = synthetic_grid
     with pytest.raises(InputError, match="bfloat8"):
         extract_features(slide_path=slide, grid=grid, backbones=["handcrafted"], outdir=tmp_path, feature_dtype="bfloat8", device="cpu")
+
+
+def test_fetch_without_spec_keeps_staged_file(tmp_path, monkeypatch):
+    """A later fetch that names no source (as the pipeline's prefetch does) keeps a hand-staged checkpoint."""
+    import torchvision
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "inception_v3.pth"
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), checkpoint)
+    cache = tmp_path / "cache"
+    first = fetch_weights({"inception_v3": str(checkpoint)}, cache)
+    again = fetch_weights(["inception_v3"], cache)
+    assert again["inception_v3"].reused
+    assert again["inception_v3"].path == first["inception_v3"].path
+    assert again["inception_v3"].sha256 == first["inception_v3"].sha256

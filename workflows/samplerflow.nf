@@ -120,9 +120,16 @@ workflow SAMPLERFLOW {
         .combine(ch_sampler_tables.map { tables -> [tables] })
         .combine(ch_qc_records.map { records -> [records] })
     COHORT(ch_cohort_input, params_json)
-    COHORT.out.cohort.ifEmpty {
-        error("No sample succeeded, so no cohort.h5ad was written: see ${params.outdir}/qc.csv for each sample's status and reason.")
-    }
+    // Only a COHORT task that ran and wrote no cohort.h5ad means no sample succeeded;
+    // if an upstream task failed, Nextflow reports that failure instead.
+    COHORT.out.qc_table
+        .combine(COHORT.out.cohort.count())
+        .map { meta, table, cohorts ->
+            if (cohorts == 0) {
+                error("No sample succeeded, so no cohort.h5ad was written: see ${params.outdir}/qc.csv for each sample's status and reason.")
+            }
+            table
+        }
 
     rejectUnavailableStage('classify', 'classification')
     rejectUnavailableStage('report', 'HTML report')

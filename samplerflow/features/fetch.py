@@ -66,8 +66,9 @@ def fetch_weights(
     """Stage the checkpoint of every backbone into ``cache_dir`` and record it in the manifest.
 
     ``backbones`` maps a backbone name to a weights spec (a local path or
-    ``hf-hub:ORG/NAME[/FILE]``); a name without a spec gets the backbone's
-    published hub repository. Backbones without weights (``handcrafted``)
+    ``hf-hub:ORG/NAME[/FILE]``). A name without a spec keeps a checkpoint
+    already staged for it, from whatever source, and otherwise gets the
+    backbone's published hub repository. Backbones without weights (``handcrafted``)
     are skipped. A checkpoint already staged from the same spec with the
     recorded size is reused. Raises :class:`InputError` when a checkpoint
     cannot be found or downloaded, or when its sha256 differs from the
@@ -133,7 +134,7 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
 
 def _requested_backbones(
     backbones: Mapping[str, str | None] | Sequence[str],
-) -> dict[str, tuple[TorchBackbone, str]]:
+) -> dict[str, tuple[TorchBackbone, str | None]]:
     pairs = backbones.items() if isinstance(backbones, Mapping) else ((name, None) for name in backbones)
     specs = {}
     for name, spec in pairs:
@@ -141,20 +142,27 @@ def _requested_backbones(
         if not isinstance(backbone, TorchBackbone):
             log.info("Backbone '%s' has no weights to fetch", name)
             continue
-        if spec is None:
-            if not backbone.recommended_weights:
-                raise InputError(
-                    f"Backbone '{name}' has no published Hugging Face repository, so its checkpoint cannot be "
-                    f"fetched by name. {backbone.weights_hint()} Then pass --weights {name}=PATH to the fetch command."
-                )
-            spec = backbone.recommended_weights
         specs[name] = (backbone, spec)
     return specs
 
 
-def _stage_one(backbone: TorchBackbone, spec: str, cache_dir: Path, manifest: dict[str, Any]) -> StagedWeights:
+def _stage_one(backbone: TorchBackbone, spec: str | None, cache_dir: Path, manifest: dict[str, Any]) -> StagedWeights:
     name = backbone.name
     entry = manifest["backbones"].get(name)
+    # Without a spec, a checkpoint staged earlier from any source is kept: a pipeline's
+    # prefetch step must not replace weights a user staged by hand.
+    if entry is not None and spec is None:
+        path = cache_dir / entry["file"]
+        if path.is_file() and path.stat().st_size == entry["size_bytes"]:
+            log.info("Backbone '%s': reusing staged %s (from %s)", name, path, entry["spec"])
+            return StagedWeights(name, entry["spec"], path, entry["sha256"], entry["size_bytes"], reused=True)
+    if spec is None:
+        if not backbone.recommended_weights:
+            raise InputError(
+                f"Backbone '{name}' has no published Hugging Face repository, so its checkpoint cannot be "
+                f"fetched by name. {backbone.weights_hint()} Then pass --weights {name}=PATH to the fetch command."
+            )
+        spec = backbone.recommended_weights
     if entry is not None and entry["spec"] == spec:
         path = cache_dir / entry["file"]
         if path.is_file() and path.stat().st_size == entry["size_bytes"]:
