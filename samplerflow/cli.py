@@ -46,19 +46,20 @@ def _percentiles(text: str) -> tuple[float, ...]:
     return values
 
 
-def _weights(items: Sequence[str] | None) -> dict[str, str]:
+def parse_weights_option(items: Sequence[str] | None) -> dict[str, str]:
+    """Turn repeated ``--weights BACKBONE=SPEC`` values into ``{backbone: spec}``."""
     weights: dict[str, str] = {}
     for item in items or []:
         name, separator, spec = item.partition("=")
-        if not separator or not name or not spec:
+        if not separator or not name.strip() or not spec.strip():
             raise InputError(f"Invalid --weights {item!r}: use BACKBONE=PATH or BACKBONE=hf-hub:ORG/NAME")
-        weights[name] = spec
+        weights[name.strip()] = spec.strip()
     return weights
 
 
 def _resolved_weights(args: argparse.Namespace, backbones: Sequence[str]) -> dict[str, str]:
     """Combine --weights with checkpoints staged in --weights-cache (explicit --weights win)."""
-    weights = _weights(args.weights)
+    weights = parse_weights_option(args.weights)
     if args.weights_cache is not None:
         from samplerflow.features.fetch import staged_weights
 

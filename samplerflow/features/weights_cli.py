@@ -49,13 +49,14 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the ``weights`` action in ``args``; print one JSON line per staged backbone and return 0."""
+    from samplerflow.cli import parse_weights_option
     from samplerflow.features.fetch import MANIFEST_NAME, fetch_weights
 
     if args.weights_action != "fetch":
         raise InputError(f"Unknown weights action {args.weights_action!r}: use fetch")
     names = [name.strip() for item in args.backbone for name in item.split(",") if name.strip()]
     specs: dict[str, str | None] = {name: None for name in names}
-    for name, spec in _parse_weights(args.weights).items():
+    for name, spec in parse_weights_option(args.weights).items():
         if name not in specs:
             raise InputError(f"--weights given for backbone '{name}', which is not in --backbone {','.join(names)}")
         specs[name] = spec
@@ -72,12 +73,3 @@ def dispatch(args: argparse.Namespace) -> int:
     log.info("Manifest: %s", Path(args.cache_dir).resolve() / MANIFEST_NAME)
     return 0
 
-
-def _parse_weights(items: list[str] | None) -> dict[str, str]:
-    weights: dict[str, str] = {}
-    for item in items or []:
-        name, separator, spec = item.partition("=")
-        if not separator or not name or not spec:
-            raise InputError(f"Invalid --weights {item!r}: use BACKBONE=PATH or BACKBONE=hf-hub:ORG/NAME")
-        weights[name.strip()] = spec.strip()
-    return weights
