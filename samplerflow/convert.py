@@ -12,7 +12,7 @@ Pixels are streamed tile by tile. Level 0 is read from the source's full
 resolution one tile at a time. Each lower level is built by averaging 2 x 2
 pixel blocks of the level above while that level is written, into chunked
 scratch arrays on disk next to the output. Peak memory is a few tiles and
-does not grow with the slide's pixel count; scratch disk space is about a
+does not grow with the slide's pixel count. Scratch disk space is about a
 third of the uncompressed level 0. With ``objects`` (from ``roi.json``) one
 file per object is written instead, cropped to the object's box.
 """

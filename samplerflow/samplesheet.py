@@ -1,7 +1,7 @@
 """Samplesheet reading and validation.
 
 The samplesheet is a CSV with one row per slide. Its columns are defined once,
-in ``assets/schema_input.json`` (JSON Schema, nf-core style); this module
+in ``assets/schema_input.json`` (JSON Schema, nf-core style). This module
 validates rows against that file and adds the checks JSON Schema cannot
 express (file existence relative to the sheet, unique sample ids). Every
 problem of a sheet is collected and reported together.

@@ -1,6 +1,6 @@
 """Evaluation metrics for scores of a binary classifier.
 
-Conventions: ``y_true`` holds 0/1 with 1 the positive class; ``scores`` are
+Conventions: ``y_true`` contains 0/1 with 1 the positive class; ``scores`` are
 higher for the positive class (probabilities or SVM margins); a sample is
 predicted positive when its score is >= the threshold.
 """

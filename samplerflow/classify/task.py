@@ -54,7 +54,7 @@ class FeatureSelection:
 
 @dataclass(frozen=True)
 class ClassMap:
-    """Ordered classes, each with the labels it covers; at most one class holds the wildcard."""
+    """Ordered classes, each with the labels it covers. At most one class has the wildcard."""
 
     classes: dict[str, tuple[str, ...]]
     positive: str | None = None
@@ -114,7 +114,7 @@ class TaskSpec:
 class Dataset:
     """Samples x SAMPLER values of one cohort restricted to a task's samples and features.
 
-    ``y`` holds indices into ``classes`` (for binary tasks 1 = positive class).
+    ``y`` contains indices into ``classes`` (for binary tasks 1 = positive class).
     ``excluded`` counts the left-out samples per label (``""`` for empty labels).
     """
 
