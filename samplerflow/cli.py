@@ -16,14 +16,21 @@ from typing import Any
 
 from samplerflow import __version__
 from samplerflow.aoi import AoiParams
+from samplerflow.convert import COMPRESSIONS, ConvertParams
 from samplerflow.errors import InputError, SampleError
+from samplerflow.focus import SCORERS, FocusParams
+from samplerflow.outliers import DEFAULT_THRESHOLD_MADS
 from samplerflow.sampler import DEFAULT_PERCENTILES
+from samplerflow.stain import STAIN_METHODS, StainParams
 from samplerflow.tiling import GRIDS, TilingParams
 
 log = logging.getLogger("samplerflow")
 
 AOI_DEFAULTS = AoiParams()
 TILING_DEFAULTS = TilingParams()
+CONVERT_DEFAULTS = ConvertParams()
+FOCUS_DEFAULTS = FocusParams()
+PER_SAMPLE_STAGES = ("convert", "aoi", "convert-objects", "focus", "tile", "extract", "sampler")
 
 
 def _scales(text: str) -> tuple[int, ...]:
@@ -104,6 +111,71 @@ def aoi_params(args: argparse.Namespace) -> AoiParams:
     )
 
 
+def add_convert_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("conversion to pyramidal OME-TIFF")
+    group.add_argument("--compression", choices=COMPRESSIONS, default=CONVERT_DEFAULTS.compression, help="tile codec of converted slides (default: %(default)s)")
+    group.add_argument("--jpeg-quality", type=int, default=CONVERT_DEFAULTS.jpeg_quality, help="JPEG quality, 1-100 (default: %(default)s)")
+    group.add_argument("--convert-tile-px", type=int, default=CONVERT_DEFAULTS.tile_px, help="TIFF tile side in pixels, a multiple of 16 (default: %(default)s)")
+    group.add_argument("--min-level-px", type=int, default=CONVERT_DEFAULTS.min_level_px, help="stop halving levels below this shorter side in pixels (default: %(default)s)")
+
+
+def convert_params(args: argparse.Namespace) -> ConvertParams:
+    try:
+        return ConvertParams(
+            tile_px=args.convert_tile_px, compression=args.compression, jpeg_quality=args.jpeg_quality, min_level_px=args.min_level_px,
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
+def add_target_mpp_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-mpp", type=float, default=None,
+                        help="read every slide resampled to this many um/px, e.g. 0.25 (default: each slide's own resolution)")
+
+
+def add_focus_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("focus QC")
+    group.add_argument("--focus-measure", choices=SCORERS, default=FOCUS_DEFAULTS.measure, help="tile focus measure (default: %(default)s)")
+    group.add_argument("--focus-checkpoint", default=None, help="DeepFocus state dict for --focus-measure deepfocus")
+    group.add_argument("--blur-threshold", type=float, default=None, help="sharpness below which (DeepFocus: probability above which) a tile is blurred (default: the measure's own)")
+    group.add_argument("--max-blurred-fraction", type=float, default=FOCUS_DEFAULTS.max_blurred_fraction, help="flag a slide out_of_focus above this blurred share of tissue tiles (default: %(default)s)")
+    group.add_argument("--keep-out-of-focus", action="store_true", help="keep flagged slides in later stages (the flag stays in qc.csv)")
+    group.add_argument("--focus-tile-size-um", type=float, default=FOCUS_DEFAULTS.tile_size_um, help="side of a focus tile in um (default: %(default)s)")
+    group.add_argument("--focus-mpp", type=float, default=FOCUS_DEFAULTS.mpp, help="resolution focus tiles are read at, um/px (default: %(default)s)")
+
+
+def focus_params(args: argparse.Namespace) -> FocusParams:
+    return FocusParams(
+        measure=args.focus_measure, checkpoint=args.focus_checkpoint, blur_threshold=args.blur_threshold,
+        max_blurred_fraction=args.max_blurred_fraction, keep_flagged=args.keep_out_of_focus,
+        tile_size_um=args.focus_tile_size_um, mpp=args.focus_mpp,
+    )
+
+
+def add_stain_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("stain normalization")
+    group.add_argument("--stain-norm", choices=STAIN_METHODS, default="none", help="normalize tiles before feature extraction (default: %(default)s)")
+    group.add_argument("--stain-reference", default=None, help="reference tile to fit on (default: the shipped Kather CC BY 4.0 tile)")
+
+
+def stain_params(args: argparse.Namespace) -> StainParams:
+    return StainParams(method=args.stain_norm, reference=args.stain_reference)
+
+
+def add_outlier_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cohort outlier check (QC stage III)")
+    group.add_argument("--outlier-mads", type=float, default=DEFAULT_THRESHOLD_MADS, help="flag slides this many MADs beyond the cohort's median PCA distance (default: %(default)s)")
+    group.add_argument("--no-outlier-check", action="store_true", help="skip the outlier check")
+
+
+def outlier_mads(args: argparse.Namespace) -> float | None:
+    if args.no_outlier_check:
+        return None
+    if args.outlier_mads <= 0:
+        raise InputError(f"Invalid --outlier-mads {args.outlier_mads}: must be positive")
+    return args.outlier_mads
+
+
 def add_tiling_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tiling")
     group.add_argument("--grid", choices=GRIDS, default=TILING_DEFAULTS.grid, help="grid shape (default: %(default)s)")
@@ -163,17 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=True, type=Path, help="samplesheet CSV")
     run.add_argument("--outdir", required=True, type=Path, help="output folder")
     run.add_argument("--strict", action="store_true", help="stop at the first failed sample and exit non-zero")
+    harmonize = run.add_argument_group("harmonization switches")
+    harmonize.add_argument("--convert", action="store_true", help="convert every slide to a pyramidal OME-TIFF first; later stages read the copy")
+    harmonize.add_argument("--convert-objects", action="store_true", help="also write one OME-TIFF per tissue object")
+    harmonize.add_argument("--focus-qc", action="store_true", help="score focus and exclude out-of-focus slides (QC stage II)")
+    add_target_mpp_option(harmonize)
+    add_convert_options(run)
     add_aoi_options(run)
+    add_focus_options(run)
     add_tiling_options(run)
     add_feature_options(run)
+    add_stain_options(run)
     add_sampler_options(run)
+    add_outlier_options(run)
 
     validate = sub.add_parser("validate", help="validate a samplesheet and write it with absolute paths")
     validate.add_argument("--input", required=True, type=Path, help="samplesheet CSV")
     validate.add_argument("--output", required=True, type=Path, help="validated samplesheet CSV to write")
 
     for name, help_text in (
+        ("convert", "write a slide as a pyramidal OME-TIFF without label or macro images"),
         ("aoi", "detect tissue objects; write thumbnail, mask, overlay and roi.json"),
+        ("convert-objects", "write one pyramidal OME-TIFF per tissue object of roi.json"),
+        ("focus", "score focus over the tissue; write focus_heatmap.png and focus_map.npz"),
         ("tile", "place tile centres in the tissue objects; write tiles.parquet"),
         ("extract", "extract per-tile features at every scale; write {backbone}.h5"),
         ("sampler", "compute SAMPLER percentiles; write sampler.parquet"),
@@ -182,11 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--sample", required=True, help="sample id")
         stage.add_argument("--qc-json", type=Path, help="write this stage's QC record here")
         stage.add_argument("--strict", action="store_true", help="exit non-zero when the sample fails")
-        if name == "aoi":
+        if name in ("convert", "aoi", "convert-objects", "focus", "extract"):
             stage.add_argument("--slide", required=True, type=Path, help="whole-slide image")
             stage.add_argument("--mpp", type=float, help="um/px of level 0, used only when the file has none")
+        if name == "convert":
+            stage.add_argument("--output", required=True, type=Path, help="OME-TIFF to write (.ome.tiff)")
+            add_convert_options(stage)
+        elif name == "convert-objects":
+            stage.add_argument("--roi", required=True, type=Path, help="roi.json from the aoi stage")
+            stage.add_argument("--outdir", required=True, type=Path, help="folder for {sample}_object{i}.ome.tiff files")
+            add_convert_options(stage)
+        elif name == "focus":
+            stage.add_argument("--outdir", required=True, type=Path, help="folder for focus_heatmap.png and focus_map.npz")
+            add_focus_options(stage)
+        elif name == "aoi":
             stage.add_argument("--roi", type=Path, help="curated ROI JSON replacing detection")
             stage.add_argument("--outdir", required=True, type=Path, help="folder for the AOI outputs")
+            add_target_mpp_option(stage)
             add_aoi_options(stage)
         elif name == "tile":
             stage.add_argument("--roi", required=True, type=Path, help="roi.json from the aoi stage")
@@ -194,11 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--output", required=True, type=Path, help="tiles.parquet to write")
             add_tiling_options(stage)
         elif name == "extract":
-            stage.add_argument("--slide", required=True, type=Path, help="whole-slide image")
-            stage.add_argument("--mpp", type=float, help="um/px of level 0, used only when the file has none")
             stage.add_argument("--tiles", required=True, type=Path, help="tiles.parquet from the tile stage")
             stage.add_argument("--outdir", required=True, type=Path, help="folder for {backbone}.h5 files")
+            add_target_mpp_option(stage)
             add_feature_options(stage)
+            add_stain_options(stage)
         else:
             stage.add_argument("--features", required=True, nargs="+", type=Path, help="{backbone}.h5 files of the sample")
             stage.add_argument("--output", required=True, type=Path, help="sampler.parquet to write")
@@ -212,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     cohort.add_argument("--qc-output", required=True, type=Path, help="qc.csv to write")
     cohort.add_argument("--params-json", type=Path, help="run parameters to record in the AnnData (JSON file)")
     cohort.add_argument("--allow-empty", action="store_true", help="when no sample succeeded, write qc.csv, skip cohort.h5ad and exit 0")
+    add_outlier_options(cohort)
 
     synth = sub.add_parser("synth", help="write tiny synthetic H&E-like slides and a samplesheet")
     synth.add_argument("--outdir", required=True, type=Path, help="folder for slides and samplesheet.csv")
@@ -243,9 +340,21 @@ def _run_stage(args: argparse.Namespace) -> int:
     from samplerflow import stages
     from samplerflow.qc import qc_record
 
+    stage = args.command.replace("-", "_")
     try:
-        if args.command == "aoi":
-            record = stages.aoi(sample=args.sample, image=args.slide, outdir=args.outdir, params=aoi_params(args), mpp=args.mpp, roi=args.roi)
+        if args.command == "convert":
+            record = stages.convert(sample=args.sample, image=args.slide, output=args.output, params=convert_params(args), mpp=args.mpp)
+        elif args.command == "convert-objects":
+            record = stages.convert_objects(
+                sample=args.sample, image=args.slide, roi=args.roi, outdir=args.outdir, params=convert_params(args), mpp=args.mpp,
+            )
+        elif args.command == "focus":
+            record = stages.focus(sample=args.sample, image=args.slide, outdir=args.outdir, params=focus_params(args), mpp=args.mpp)
+        elif args.command == "aoi":
+            record = stages.aoi(
+                sample=args.sample, image=args.slide, outdir=args.outdir, params=aoi_params(args), mpp=args.mpp, roi=args.roi,
+                target_mpp=args.target_mpp,
+            )
         elif args.command == "tile":
             record = stages.tile(sample=args.sample, roi=args.roi, mask=args.mask, output=args.output, params=tiling_params(args))
         elif args.command == "extract":
@@ -254,13 +363,14 @@ def _run_stage(args: argparse.Namespace) -> int:
                 backbones=_backbones(args.backbone), weights=_resolved_weights(args, _backbones(args.backbone)),
                 random_weights=args.random_weights, mpp=args.mpp, batch_size=args.batch_size,
                 num_workers=args.workers, device=args.device, autocast=_autocast(args),
-                feature_dtype=args.feature_dtype, progress=not args.no_progress,
+                feature_dtype=args.feature_dtype, target_mpp=args.target_mpp, stain=stain_params(args),
+                progress=not args.no_progress,
             )
         else:
             record = stages.sampler(sample=args.sample, features=args.features, output=args.output, percentiles=args.percentiles)
     except SampleError as error:
         log.error("%s", error)
-        _qc_output(args, qc_record(args.sample, args.command, status=error.status, reason=str(error), **error.fields))
+        _qc_output(args, qc_record(args.sample, stage, status=error.status, reason=str(error), **error.fields))
         # A failed sample is recorded and skipped; the cohort run goes on unless --strict.
         return 3 if args.strict else 0
     _qc_output(args, record)
@@ -279,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = RunConfig(
                 input=args.input,
                 outdir=args.outdir,
+                convert=convert_params(args) if args.convert else None,
+                convert_objects=args.convert_objects,
+                target_mpp=args.target_mpp,
+                focus=focus_params(args) if args.focus_qc else None,
+                stain=stain_params(args),
+                outlier_mads=outlier_mads(args),
                 aoi=aoi_params(args),
                 tiling=tiling_params(args),
                 backbones=_backbones(args.backbone),
@@ -300,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = validate(args.input, args.output)
             log.info("%d samples valid; wrote %s", len(samples), args.output)
             return 0
-        if args.command in ("aoi", "tile", "extract", "sampler"):
+        if args.command in PER_SAMPLE_STAGES:
             return _run_stage(args)
         if args.command == "cohort":
             from samplerflow.stages import cohort
@@ -309,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cohort(
                 samplesheet=args.samplesheet, sampler_files=args.sampler, qc_files=args.qc,
                 output=args.output, qc_output=args.qc_output, parameters=parameters, allow_empty=args.allow_empty,
+                outlier_mads=outlier_mads(args),
             )
             return 0
         if args.command == "synth":

@@ -384,3 +384,60 @@ def write_heatmap(result: FocusMap, destination: Path, *, pixels_per_tile: int =
     with atomic_path(destination) as temporary:
         if not cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6]):
             raise OSError(f"Failed to write the focus heatmap {destination}")
+
+
+# --- Stage parameters ---------------------------------------------------------
+
+SCORERS = (*MEASURES, "deepfocus")
+DEFAULT_MAX_BLURRED_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class FocusParams:
+    """Settings of the focus QC stage.
+
+    ``measure`` is ``laplacian``, ``tenengrad`` or ``deepfocus`` (which
+    needs ``checkpoint``). ``blur_threshold`` replaces the measure's default
+    (a sharpness for the classical measures, an out-of-focus probability
+    for DeepFocus). A slide is ``out_of_focus`` when more than
+    ``max_blurred_fraction`` of its tissue tiles are blurred; with
+    ``keep_flagged`` it goes on to later stages with the flag in qc.csv.
+    """
+
+    measure: str = "laplacian"
+    checkpoint: str | None = None
+    blur_threshold: float | None = None
+    max_blurred_fraction: float = DEFAULT_MAX_BLURRED_FRACTION
+    keep_flagged: bool = False
+    tile_size_um: float = 128.0
+    mpp: float = float(DEFAULT_FOCUS_MPP)
+
+    def __post_init__(self) -> None:
+        if self.measure not in SCORERS:
+            raise InputError(f"Invalid focus measure {self.measure!r}: choose one of {', '.join(SCORERS)}")
+        if self.measure == "deepfocus" and not self.checkpoint:
+            raise InputError("The deepfocus focus measure needs a checkpoint: pass --focus-checkpoint FILE.pt")
+        if self.checkpoint and self.measure != "deepfocus":
+            raise InputError(f"--focus-checkpoint is used only with --focus-measure deepfocus, not {self.measure!r}")
+        if not 0 <= self.max_blurred_fraction <= 1:
+            raise InputError(f"Invalid max blurred fraction {self.max_blurred_fraction}: must be in 0..1")
+        if self.tile_size_um <= 0 or self.mpp <= 0:
+            raise InputError(f"Invalid focus grid: tile size {self.tile_size_um} um at {self.mpp} um/px; both must be positive")
+
+
+def make_scorer(params: FocusParams) -> TileScorer:
+    """Build the tile scorer ``params`` asks for (loading the DeepFocus checkpoint if any)."""
+    if params.measure == "deepfocus":
+        assert params.checkpoint is not None
+        probability = params.blur_threshold if params.blur_threshold is not None else 0.5
+        return DeepFocusScorer(load_deepfocus(params.checkpoint), blur_probability=probability)
+    return SharpnessScorer(measure=params.measure, blur_threshold=params.blur_threshold)
+
+
+def write_scores(result: FocusMap, destination: Path) -> None:
+    """Write the focus map arrays (scores, blurred, tissue) and its settings as a compressed NPZ."""
+    with atomic_path(destination) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(
+            handle, scores=result.scores, blurred=result.blurred, tissue=result.tissue,
+            tile_size_um=result.tile_size_um, mpp=result.mpp, threshold=result.threshold, scorer=result.scorer,
+        )

@@ -21,10 +21,13 @@ convex hull area); mean haematoxylin optical density inside nuclei
 and 0 for the other features.
 
 The ``nuclei`` backbone gets tiles already resized to ``input_size``
-(256 px), so their resolution is the tile's size in micrometres divided by
-256. It assumes ``mpp`` = 0.5 um/px unless constructed with another value:
-that matches a 128 um base tile, the tiling default. For other tile sizes
-or scales, construct ``NucleiBackbone(mpp=tile_size_um * scale / 256)``.
+(256 px), so their resolution is the tile's size in micrometres times its
+scale, divided by 256. Feature extraction passes that value to
+:meth:`NucleiBackbone.prepare_at` for every scale, so areas and densities
+are in real units at every field of view (0.5 um/px for a 128 um base
+tile, 2 um/px for its 4x field of view, where small nuclei span only a
+few pixels). :meth:`NucleiBackbone.prepare` alone assumes the ``mpp`` the
+backbone was constructed with (0.5 um/px by default).
 """
 
 from __future__ import annotations
@@ -145,9 +148,6 @@ def nuclear_features(tile: np.ndarray, *, mpp: float, params: NucleusParams | No
 class NucleiBackbone(Backbone):
     """Nuclear count, density, size, shape and haematoxylin statistics; no weights, CPU only."""
 
-    # NOTE: prepare() cannot tell which scale a tile comes from, so areas and
-    # densities are correct only for tiles whose um/px equals ``mpp``.
-
     name = "nuclei"
     input_size = INPUT_SIZE
     dim = len(LABELS)
@@ -158,10 +158,13 @@ class NucleiBackbone(Backbone):
             raise ValueError(f"Invalid mpp={mpp}: must be the tile's um per pixel after resizing to {INPUT_SIZE} px")
         self.mpp = float(mpp)
         self.params = params or NucleusParams()
-        self.provenance = {"weights": "none", "input_mpp": self.mpp}
+        self.provenance = {"weights": "none", "input_mpp": "tile_size_um * scale / input_size"}
 
     def prepare(self, tile: np.ndarray) -> np.ndarray:
         return nuclear_features(tile, mpp=self.mpp, params=self.params)
+
+    def prepare_at(self, tile: np.ndarray, *, mpp: float) -> np.ndarray:
+        return nuclear_features(tile, mpp=mpp, params=self.params)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(batch, dtype=np.float32)

@@ -2,10 +2,16 @@
 
 Each per-sample stage returns a record: ``sample``, ``stage``, ``status``
 (``ok`` or a failure status such as ``unreadable``, ``no_mpp``,
-``no_tissue``, ``no_tiles``), ``reason`` (empty when ok) and stage fields
-(mpp and its source, object and tile counts, weights provenance). Records
-are written as ``qc/{stage}.json`` per sample and merged into ``qc.csv``
-with one row per samplesheet row.
+``no_tissue``, ``out_of_focus``, ``no_tiles``), ``reason`` (empty when ok)
+and stage fields (conversion, mpp and its source, resampling scale,
+object and tile counts, focus scores, stain normalization, weights
+provenance). Records are written as ``qc/{stage}.json`` per sample and
+merged into ``qc.csv`` with one row per samplesheet row.
+
+QC happens in three places: stage I, slides that cannot be read or hold
+no tissue (``aoi``); stage II, slides out of focus (``focus``); stage III,
+slides whose SAMPLER vector is far from the cohort, flagged for review but
+kept (``cohort``, columns ``outlier*``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,25 @@ from samplerflow.samplesheet import Sample
 
 log = logging.getLogger(__name__)
 
-STAGES = ("aoi", "tile", "extract", "sampler")
+STAGES = ("convert", "aoi", "convert_objects", "focus", "tile", "extract", "sampler")
+OPTIONAL_STAGES = frozenset({"convert", "convert_objects", "focus"})
+"""Stages that run only when switched on; a sample without their record has not missed them."""
 QC_COLUMNS = (
-    "sample", "status", "reason", "failed_stage", "image", "backend", "vendor", "width_px", "height_px",
-    "mpp", "mpp_source", "roi_source", "objects", "tiles", "backbones", "scales", "sampler_values",
+    "sample", "status", "reason", "failed_stage", "outlier", "outlier_score", "outlier_reason", "image",
+    "source_format", "converted", "convert_compression", "convert_levels", "convert_bytes",
+    "backend", "vendor", "width_px", "height_px", "mpp", "mpp_source", "source_mpp", "target_mpp", "scale_factor",
+    "roi_source", "objects", "object_files",
+    "focus_flag", "focus_reason", "focus_scorer", "focus_threshold", "focus_tissue_tiles", "focus_blurred_tiles",
+    "focus_blurred_fraction", "tiles", "scales", "backbones",
+    "stain_method", "stain_reference", "stain_reference_sha256", "stain_unchanged_tiles", "sampler_values",
+    "thumbnail", "overlay", "focus_heatmap",
 )
-INTEGER_COLUMNS = ("width_px", "height_px", "objects", "tiles", "sampler_values")
+INTEGER_COLUMNS = (
+    "width_px", "height_px", "objects", "tiles", "sampler_values", "convert_levels", "convert_bytes",
+    "object_files", "focus_tissue_tiles", "focus_blurred_tiles", "stain_unchanged_tiles",
+)
+# Images for review and the report, relative to OUTDIR/samples/{sample}/, by the stage that writes them.
+STAGE_IMAGES = {"aoi": {"thumbnail": "aoi/thumbnail.png", "overlay": "aoi/overlay.png"}, "focus": {"focus_heatmap": "focus/focus_heatmap.png"}}
 
 
 def qc_record(sample: str, stage: str, *, status: str = "ok", reason: str = "", **fields: Any) -> dict[str, Any]:
@@ -52,7 +71,9 @@ def merge_records(samples: Sequence[Sample], records: Sequence[dict[str, Any]]) 
     """Merge stage records into one QC row per sample, in samplesheet order.
 
     The first failed stage sets the status and reason; a sample whose
-    stages did not all run is ``incomplete``.
+    required stages did not all run is ``incomplete``. Columns
+    ``thumbnail``, ``overlay`` and ``focus_heatmap`` give the review images
+    of the stages that wrote them, relative to ``samples/{sample}/``.
     """
     by_sample: dict[str, dict[str, dict[str, Any]]] = {}
     for record in records:
@@ -65,10 +86,14 @@ def merge_records(samples: Sequence[Sample], records: Sequence[dict[str, Any]]) 
         for stage in STAGES:
             record = stages.get(stage)
             if record is None:
+                if stage in OPTIONAL_STAGES:
+                    continue
                 if status == "ok":
                     status, reason, failed_stage = "incomplete", f"stage '{stage}' did not run", stage
                 break
             row.update({key: value for key, value in record.items() if key not in ("sample", "stage", "status", "reason")})
+            if record["status"] in ("ok", "no_tissue", "out_of_focus"):  # statuses given after the images were written
+                row.update(STAGE_IMAGES.get(stage, {}))
             if record["status"] != "ok":
                 status, reason, failed_stage = record["status"], record["reason"], stage
                 break

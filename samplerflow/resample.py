@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from samplerflow.slide import SlideReader, resize_area
+from samplerflow.errors import InputError
+from samplerflow.slide import SlideReader, open_slide, resize_area
 from samplerflow.units import MicronsPerPixel, SlidePixels, is_plausible_mpp
 
 log = logging.getLogger(__name__)
@@ -115,3 +117,33 @@ class ResampledSlideReader(SlideReader):
             "target_mpp": float(self.target_mpp),
             "scale_factor": self.scale_factor,
         }
+
+
+def open_resampled(path: str | Path, *, mpp: float | None = None, target_mpp: float | None = None) -> SlideReader:
+    """Open a slide, presented at ``target_mpp`` um/px when one is given.
+
+    ``mpp`` is the samplesheet value used when the file has none. A slide
+    already within 0.1% of the target is returned as it is, so converting
+    and then resampling does not resample twice.
+    """
+    reader = open_slide(path, mpp=mpp)
+    if target_mpp is None:
+        return reader
+    try:
+        factor = scale_factor(source_mpp=reader.info.mpp, target_mpp=target_mpp)
+    except ValueError as error:
+        reader.close()
+        raise InputError(f"Invalid --target-mpp {target_mpp!r}: {error}") from error
+    if abs(factor - 1.0) <= 1e-3:
+        return reader
+    return ResampledSlideReader(reader, target_mpp=target_mpp)
+
+
+def resampling_fields(reader: SlideReader, *, target_mpp: float | None) -> dict[str, Any]:
+    """Return the QC fields of resolution standardization for a reader from :func:`open_resampled`."""
+    if target_mpp is None:
+        return {}
+    if isinstance(reader, ResampledSlideReader):
+        record = reader.provenance()
+        return {"source_mpp": record["source_mpp"], "target_mpp": record["target_mpp"], "scale_factor": record["scale_factor"]}
+    return {"source_mpp": float(reader.info.mpp), "target_mpp": float(target_mpp), "scale_factor": 1.0}

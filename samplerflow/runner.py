@@ -4,7 +4,10 @@ Output layout (see docs/output.md)::
 
     OUTDIR/
       samplesheet.valid.csv
+      samples/{sample}/convert/{sample}.ome.tiff            (with --convert)
+      samples/{sample}/convert/objects/{sample}_object{i}.ome.tiff  (with --convert-objects)
       samples/{sample}/aoi/{thumbnail.png, tissue_mask.png, overlay.png, roi.json}
+      samples/{sample}/focus/{focus_heatmap.png, focus_map.npz}   (with --focus-qc)
       samples/{sample}/tiles/tiles.parquet
       samples/{sample}/features/{backbone}.h5
       samples/{sample}/sampler/sampler.parquet
@@ -36,15 +39,19 @@ from tqdm import tqdm
 
 from samplerflow import __version__, stages
 from samplerflow.aoi import AoiParams
+from samplerflow.convert import ConvertParams
 from samplerflow.errors import InputError, SampleError
 from samplerflow.features import create_backbone
 from samplerflow.features.extract import resolve_device
 from samplerflow.features.torch_backbone import TorchBackbone
+from samplerflow.focus import FocusParams
 from samplerflow.io import sha256_file, sha256_json, write_json, write_text
 from samplerflow.provenance import package_versions
 from samplerflow.qc import log_failures, merge_records, qc_record, write_qc_table, write_record
 from samplerflow.sampler import DEFAULT_PERCENTILES
 from samplerflow.samplesheet import Sample
+from samplerflow.stages import DEFAULT_OUTLIER_MADS
+from samplerflow.stain import StainParams
 from samplerflow.tiling import TilingParams
 
 log = logging.getLogger(__name__)
@@ -52,10 +59,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything ``samplerflow run`` needs."""
+    """Everything ``samplerflow run`` needs.
+
+    Harmonization is off unless asked for: ``convert`` (None: read the
+    slides as they are), ``convert_objects``, ``target_mpp`` (None: each
+    slide's own resolution), ``focus`` (None: no focus QC) and ``stain``.
+    ``outlier_mads`` None switches QC stage III off.
+    """
 
     input: Path
     outdir: Path
+    convert: ConvertParams | None = None
+    convert_objects: bool = False
+    target_mpp: float | None = None
+    focus: FocusParams | None = None
+    stain: StainParams = field(default_factory=StainParams)
+    outlier_mads: float | None = DEFAULT_OUTLIER_MADS
     aoi: AoiParams = field(default_factory=AoiParams)
     tiling: TilingParams = field(default_factory=TilingParams)
     backbones: tuple[str, ...] = ("handcrafted",)
@@ -141,6 +160,19 @@ class Runner:
         self.timings: list[Timing] = []
         self.device = resolve_device(config.device)
         self._check_weights()
+        self._check_harmonization()
+
+    def _check_harmonization(self) -> None:
+        """Fail before any slide is read when the stain reference or the focus checkpoint cannot be used."""
+        from samplerflow.focus import make_scorer
+        from samplerflow.units import is_plausible_mpp
+
+        config = self.config
+        if config.target_mpp is not None and not is_plausible_mpp(config.target_mpp):
+            raise InputError(f"Invalid --target-mpp {config.target_mpp}: expected a scanner resolution such as 0.25 or 0.5 um/px")
+        config.stain.fitted()
+        if config.focus is not None:
+            make_scorer(config.focus)
 
     def _check_weights(self) -> None:
         """Fail before any slide is read when a backbone has no usable weights."""
@@ -213,21 +245,75 @@ class Runner:
         for stale in (base / "qc").glob("*.json") if (base / "qc").is_dir() else []:
             stale.unlink()
 
+        image = sample.image
+        if config.convert is not None:
+            converted = base / "convert" / f"{sample.sample}.ome.tiff"
+            record = self._step(
+                sample, "convert",
+                {"image": _file_fingerprint(sample.image), "mpp": sample.mpp, "params": asdict(config.convert)},
+                [converted],
+                lambda: stages.convert(sample=sample.sample, image=sample.image, output=converted, params=config.convert, mpp=sample.mpp),
+                "convert",
+            )
+            if not finish(record, "convert"):
+                return records
+            image = converted  # every later stage reads the converted slide
+
         aoi_outputs = [aoi_dir / name for name in ("thumbnail.png", "tissue_mask.png", "overlay.png", "roi.json")]
         record = self._step(
             sample, "aoi",
             {
-                "image": _file_fingerprint(sample.image),
+                "image": _file_fingerprint(image),
                 "roi": sha256_file(sample.roi) if sample.roi else None,
                 "mpp": sample.mpp,
+                "target_mpp": config.target_mpp,
                 "params": asdict(config.aoi),
             },
             aoi_outputs,
-            lambda: stages.aoi(sample=sample.sample, image=sample.image, outdir=aoi_dir, params=config.aoi, mpp=sample.mpp, roi=sample.roi),
+            lambda: stages.aoi(
+                sample=sample.sample, image=image, outdir=aoi_dir, params=config.aoi, mpp=sample.mpp, roi=sample.roi,
+                target_mpp=config.target_mpp,
+            ),
             "aoi",
         )
         if not finish(record, "aoi"):
             return records
+
+        if config.convert_objects:
+            import json
+
+            objects_dir = base / "convert" / "objects"
+            count = len(json.loads((aoi_dir / "roi.json").read_text())["objects"])
+            params = config.convert or ConvertParams()
+            record = self._step(
+                sample, "convert_objects",
+                {"image": _file_fingerprint(image), "roi": sha256_file(aoi_dir / "roi.json"), "mpp": sample.mpp, "params": asdict(params)},
+                [objects_dir / f"{sample.sample}_object{index}.ome.tiff" for index in range(count)],
+                lambda: stages.convert_objects(
+                    sample=sample.sample, image=image, roi=aoi_dir / "roi.json", outdir=objects_dir, params=params, mpp=sample.mpp,
+                ),
+                "convert_objects",
+            )
+            if not finish(record, "convert_objects"):
+                return records
+
+        if config.focus is not None:
+            focus_dir = base / "focus"
+            focus_params = config.focus
+            record = self._step(
+                sample, "focus",
+                {
+                    "image": _file_fingerprint(image),
+                    "mpp": sample.mpp,
+                    "params": asdict(focus_params),
+                    "checkpoint": _weights_fingerprint(focus_params.checkpoint),
+                },
+                [focus_dir / "focus_heatmap.png", focus_dir / "focus_map.npz"],
+                lambda: stages.focus(sample=sample.sample, image=image, outdir=focus_dir, params=focus_params, mpp=sample.mpp),
+                "focus",
+            )
+            if not finish(record, "focus"):
+                return records
 
         record = self._step(
             sample, "tile",
@@ -239,7 +325,7 @@ class Runner:
         if not finish(record, "tile"):
             return records
 
-        record = self._extract(sample, tiles_path, features_dir)
+        record = self._extract(sample, image, tiles_path, features_dir)
         if not finish(record, "extract"):
             return records
 
@@ -254,17 +340,20 @@ class Runner:
         finish(record, "sampler")
         return records
 
-    def _extract(self, sample: Sample, tiles_path: Path, features_dir: Path) -> dict[str, Any]:
+    def _extract(self, sample: Sample, image: Path, tiles_path: Path, features_dir: Path) -> dict[str, Any]:
         """Extract features, one stamp per backbone, so adding a backbone leaves the others alone."""
         config = self.config
         tiles_hash = sha256_file(tiles_path)
         merged = qc_record(sample.sample, "extract", backbones=",".join(config.backbones))
+        stain = config.stain.provenance()
         stale = []
         keys = {}
         for name in config.backbones:
             keys[name] = {
-                "image": _file_fingerprint(sample.image),
+                "image": _file_fingerprint(image),
                 "mpp": sample.mpp,
+                "target_mpp": config.target_mpp,
+                "stain": stain,
                 "tiles": tiles_hash,
                 "backbone": name,
                 "weights": _weights_fingerprint(config.weights.get(name)),
@@ -283,18 +372,19 @@ class Runner:
             if cached is None:
                 stale.append(name)
             else:
-                merged.update({k: v for k, v in cached.items() if k.startswith("weights_")})
+                merged.update({k: v for k, v in cached.items() if k.startswith(("weights_", "stain_"))})
                 self.timings.append(Timing(sample.sample, f"extract.{name}", 0.0, True, cached["status"]))
         if not stale:
             return merged
 
         def action() -> dict[str, Any]:
             return stages.extract(
-                sample=sample.sample, image=sample.image, tiles=tiles_path, outdir=features_dir,
+                sample=sample.sample, image=image, tiles=tiles_path, outdir=features_dir,
                 backbones=stale, weights={k: v for k, v in config.weights.items() if k in stale},
                 random_weights=config.random_weights, mpp=sample.mpp, batch_size=config.batch_size,
                 num_workers=config.num_workers, device=self.device, autocast=config.autocast,
-                feature_dtype=config.feature_dtype, progress=config.progress,
+                feature_dtype=config.feature_dtype, target_mpp=config.target_mpp, stain=config.stain,
+                progress=config.progress,
             )
 
         # Run once for all stale backbones (one read of the slide), then stamp each.
@@ -311,7 +401,7 @@ class Runner:
                 result,
                 [features_dir / f"{name}.h5"],
             )
-        merged.update({k: v for k, v in result.items() if k.startswith("weights_")})
+        merged.update({k: v for k, v in result.items() if k.startswith(("weights_", "stain_"))})
         return merged
 
     def run(self) -> int:
@@ -331,12 +421,13 @@ class Runner:
         progress.close()
 
         qc_table = merge_records(samples, records)
-        write_qc_table(qc_table, self.outdir / "qc.csv")
         log_failures(qc_table)
         ok = qc_table[qc_table["status"] == "ok"]["sample"].tolist()
         log.info("%d of %d samples succeeded", len(ok), len(samples))
         if ok:
-            self._cohort(samples, ok)
+            self._cohort(samples, ok)  # writes qc.csv with the cohort's outlier flags
+        else:
+            write_qc_table(qc_table, self.outdir / "qc.csv")
         self._write_timings(time.perf_counter() - started)
         if not ok:
             log.error("No sample succeeded; see %s", self.outdir / "qc.csv")
@@ -357,6 +448,7 @@ class Runner:
                 "sheet": sha256_file(sheet),
                 "sampler": [sha256_file(path) for path in sampler_files],
                 "qc": [sha256_file(path) for path in qc_files],
+                "outlier_mads": self.config.outlier_mads,
             }
         )
         stamp = StepCache(self.outdir / ".stamps")
@@ -367,8 +459,9 @@ class Runner:
         stages.cohort(
             samplesheet=sheet, sampler_files=sampler_files, qc_files=qc_files, output=output,
             qc_output=self.outdir / "qc.csv", parameters=self.config.parameters(), log_skipped=False,
+            outlier_mads=self.config.outlier_mads,
         )
-        stamp.store("cohort", key, {"status": "ok"}, [output])
+        stamp.store("cohort", key, {"status": "ok"}, [output, self.outdir / "qc.csv"])
         self.timings.append(Timing("*", "cohort", time.perf_counter() - started, False, "ok"))
 
     def _write_timings(self, total: float) -> None:

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from skimage.color import lab2rgb, rgb2lab
 
 from samplerflow.errors import InputError
+from samplerflow.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +191,48 @@ def default_normalizer(method: str = "macenko") -> MacenkoNormalizer | ReinhardN
     if method not in normalizers:
         raise InputError(f"Unknown stain normalization {method!r}: choose macenko or reinhard")
     return normalizers[method]().fit(load_reference())
+
+
+STAIN_METHODS = ("none", "macenko", "reinhard")
+
+
+@dataclass(frozen=True)
+class StainParams:
+    """Stain normalization of tiles before feature extraction: method and reference image."""
+
+    method: str = "none"
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in STAIN_METHODS:
+            raise InputError(f"Unknown stain normalization {self.method!r}: choose one of {', '.join(STAIN_METHODS)}")
+        if self.reference is not None and self.method == "none":
+            raise InputError("--stain-reference needs a method: add --stain-norm macenko or --stain-norm reinhard")
+        if self.reference is not None and not Path(self.reference).expanduser().is_file():
+            raise InputError(f"Stain reference image not found: {self.reference}; pass an existing PNG, JPEG or TIFF tile")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    def reference_path(self) -> Path:
+        """Return the reference image in use (the shipped Kather tile unless one was given)."""
+        return Path(self.reference).expanduser() if self.reference else DEFAULT_REFERENCE
+
+    def fitted(self) -> MacenkoNormalizer | ReinhardNormalizer | None:
+        """Return the normalizer fitted on the reference, or None when normalization is off."""
+        if not self.enabled:
+            return None
+        normalizers = {"macenko": MacenkoNormalizer, "reinhard": ReinhardNormalizer}
+        reference = self.reference_path()
+        try:
+            return normalizers[self.method]().fit(load_reference(reference))
+        except ValueError as error:
+            raise InputError(f"{reference}: cannot fit {self.method} stain normalization ({error}); choose a tissue-filled reference tile") from error
+
+    def provenance(self) -> dict[str, str]:
+        """Return the method, reference path and reference checksum for QC and feature files."""
+        if not self.enabled:
+            return {"method": "none"}
+        reference = self.reference_path()
+        return {"method": self.method, "reference": str(reference), "reference_sha256": sha256_file(reference)}

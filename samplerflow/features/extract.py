@@ -10,12 +10,20 @@ File contract: for each backbone, ``{backbone}.h5`` (HDF5) contains
   ``tile_size_um``, ``mpp``, ``mpp_source``, ``read_level``,
   ``read_downsample``, ``feature_labels`` (JSON list), ``provenance``
   (JSON: weights source and checksum, or ``random``; device and CUDA
-  autocast precision), ``feature_dtype``, ``samplerflow_version``.
+  autocast precision), ``feature_dtype``, ``target_mpp`` (0 when the slide
+  was read at its own resolution), ``stain_normalization`` (JSON: method,
+  reference and its checksum, and the count of tile images left unchanged
+  because they held too little stain), ``samplerflow_version``.
 
 All scales of a centre come from one read: the region of the largest scale
 is read once at the pyramid level chosen for the base scale, and every
 smaller field of view is a centred crop of it. Crops are resized to each
-backbone's input size with torchvision's antialiased resize.
+backbone's input size with torchvision's antialiased resize, then stain
+normalized when a method is set, once per input size.
+
+With ``target_mpp`` the slide is read through
+:class:`~samplerflow.resample.ResampledSlideReader`, as the AOI stage read
+it, so the tile centres (level-0 pixels of the resampled grid) match.
 
 Reading, cropping, resizing and normalization run in DataLoader workers.
 On CUDA, batches travel in pinned memory and neural backbones run under
@@ -34,6 +42,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -47,7 +56,9 @@ from samplerflow.errors import InputError
 from samplerflow.features.registry import Backbone, create_backbone
 from samplerflow.features.torch_backbone import AUTOCAST_DTYPES, TorchBackbone
 from samplerflow.io import atomic_path
-from samplerflow.slide import SlideReader, open_slide
+from samplerflow.resample import open_resampled
+from samplerflow.slide import SlideReader
+from samplerflow.stain import StainParams
 from samplerflow.tiling import TileGrid
 
 log = logging.getLogger(__name__)
@@ -120,7 +131,11 @@ def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
 
 
 class TileDataset(Dataset):
-    """Tiles of one slide; item i is, per backbone, a stacked array over scales."""
+    """Tiles of one slide; item i is, per backbone, a stacked array over scales.
+
+    The last element of each item counts the tile images that stain
+    normalization left unchanged (too little stain to estimate from).
+    """
 
     def __init__(
         self,
@@ -130,12 +145,18 @@ class TileDataset(Dataset):
         centres_px: np.ndarray,
         plan: ReadPlan,
         preparers: Sequence[Backbone],
+        tile_size_um: float,
+        target_mpp: float | None = None,
+        normalizer: Any | None = None,
     ) -> None:
         self.slide_path = slide_path
         self.mpp = mpp
+        self.target_mpp = target_mpp
         self.centres_px = centres_px
         self.plan = plan
         self.preparers = list(preparers)
+        self.tile_size_um = tile_size_um
+        self.normalizer = normalizer
         self._reader: SlideReader | None = None
 
     def __len__(self) -> int:
@@ -144,17 +165,30 @@ class TileDataset(Dataset):
     def _slide(self) -> SlideReader:
         # Each worker process opens its own handle: slide libraries are not fork-safe.
         if self._reader is None:
-            self._reader = open_slide(self.slide_path, mpp=self.mpp)
+            self._reader = open_resampled(self.slide_path, mpp=self.mpp, target_mpp=self.target_mpp)
         return self._reader
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         centre = (float(self.centres_px[index, 0]), float(self.centres_px[index, 1]))
         crops = read_multiscale(self._slide(), self.plan, centre)
+        images: dict[tuple[int, int], np.ndarray] = {}
+        unchanged = 0
+        for size in sorted({backbone.input_size for backbone in self.preparers}):
+            for scale in self.plan.scales:
+                resized = resize_tile(crops[scale], size)
+                if self.normalizer is not None:
+                    normalized = self.normalizer.transform(resized)
+                    unchanged += normalized is resized  # the normalizers return pale tiles as they are
+                    resized = normalized
+                images[scale, size] = resized
         prepared = []
         for backbone in self.preparers:
-            per_scale = [backbone.prepare(resize_tile(crops[scale], backbone.input_size)) for scale in self.plan.scales]
+            size = backbone.input_size
+            per_scale = [
+                backbone.prepare_at(images[scale, size], mpp=self.tile_size_um * scale / size) for scale in self.plan.scales
+            ]
             prepared.append(np.stack(per_scale))
-        return tuple(prepared)
+        return (*prepared, np.asarray(unchanged, dtype=np.int64))
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -208,6 +242,8 @@ def extract_features(
     autocast: str | None = "bfloat16",
     channels_last: bool = True,
     feature_dtype: str = "float32",
+    target_mpp: float | None = None,
+    stain: StainParams | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Extract features of every tile at every scale; write one HDF5 file per backbone.
@@ -232,8 +268,11 @@ def extract_features(
             model.set_inference_options(autocast_dtype=autocast, channels_last=channels_last)
         model.load(weights=weights.get(model.name), random_weights=random_weights, device=device)
 
-    reader = open_slide(slide_path, mpp=mpp)
+    stain = stain or StainParams()
+    normalizer = stain.fitted()
+    reader = open_resampled(slide_path, mpp=mpp, target_mpp=target_mpp)
     try:
+        _check_grid_matches(reader, grid, target_mpp=target_mpp)
         plan = plan_reads(reader, grid, input_size=max(model.input_size for model in models))
         slide_info = reader.info
     finally:
@@ -245,6 +284,9 @@ def extract_features(
         centres_px=grid.centres_px,
         plan=plan,
         preparers=[create_backbone(name) for name in backbones],
+        tile_size_um=float(grid.params.tile_size_um),
+        target_mpp=target_mpp,
+        normalizer=normalizer,
     )
     loader = DataLoader(
         dataset,
@@ -278,9 +320,11 @@ def extract_features(
             written[model.name] = destination
 
         position = 0
+        unchanged = 0
         bar = tqdm(total=n_tiles, desc=f"features {slide_path.name}", unit="tile", disable=not progress, leave=False)
-        for batch in loader:
+        for *batch, batch_unchanged in loader:
             count = batch[0].shape[0]
+            unchanged += int(batch_unchanged.sum())
             for model, prepared in zip(models, batch):
                 flat = prepared.reshape((count * len(plan.scales),) + tuple(prepared.shape[2:]))
                 features = _embed(model, flat).reshape(count, len(plan.scales), model.dim)
@@ -296,8 +340,28 @@ def extract_features(
             position += count
             bar.update(count)
         bar.close()
+        stain_record = {**stain.provenance(), "unchanged_tiles": unchanged if stain.enabled else 0}
+        for handle in files.values():
+            handle.attrs["target_mpp"] = float(target_mpp or 0.0)
+            handle.attrs["stain_normalization"] = json.dumps(stain_record, sort_keys=True)
+        if stain.enabled and unchanged:
+            log.info("%s: %s left %d of %d tile images unchanged (too little stain)",
+                     slide_path, stain.method, unchanged, n_tiles * len(plan.scales) * len({m.input_size for m in models}))
     log.info("%s: %d tiles x %d scales through %s", slide_path, n_tiles, len(plan.scales), ", ".join(backbones))
     return written
+
+
+def _check_grid_matches(reader: SlideReader, grid: TileGrid, *, target_mpp: float | None) -> None:
+    """Fail when the tiles were placed on a pixel grid other than the one this reader presents."""
+    info = reader.info
+    same_mpp = math.isclose(info.mpp, grid.mpp, rel_tol=1e-3)
+    same_size = abs(info.width - grid.slide_width_px) <= 1 and abs(info.height - grid.slide_height_px) <= 1
+    if not (same_mpp and same_size):
+        raise InputError(
+            f"{info.path}: the tiles were placed on a {grid.slide_width_px} x {grid.slide_height_px} px grid at "
+            f"{float(grid.mpp):.4g} um/px, but the slide reads as {info.width} x {info.height} px at {info.mpp:.4g} um/px "
+            f"(target mpp {target_mpp}); run aoi, tile and extract on the same slide with the same --target-mpp"
+        )
 
 
 def _collate(items: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:

@@ -48,6 +48,11 @@ class Backbone(ABC):
     def prepare(self, tile: np.ndarray) -> np.ndarray:
         """Turn one RGB uint8 tile of ``input_size`` x ``input_size`` into a float32 array."""
 
+    def prepare_at(self, tile: np.ndarray, *, mpp: float) -> np.ndarray:
+        """Prepare a tile whose pixels are ``mpp`` um wide; backbones that measure lengths override this."""
+        del mpp
+        return self.prepare(tile)
+
     @abstractmethod
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Map a batch of prepared arrays to a float32 (n, dim) feature matrix."""
