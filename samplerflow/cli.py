@@ -16,6 +16,7 @@ from typing import Any
 
 from samplerflow import __version__
 from samplerflow.aoi import AoiParams
+from samplerflow.classify.choices import MODEL_KINDS
 from samplerflow.convert import COMPRESSIONS, ConvertParams
 from samplerflow.errors import InputError, SampleError
 from samplerflow.focus import SCORERS, FocusParams
@@ -248,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_stain_options(run)
     add_sampler_options(run)
     add_outlier_options(run)
+    classify = run.add_argument_group("classification (runs after the cohort when --task is given)")
+    classify.add_argument("--task", type=Path, default=None, help="task YAML; cross-validates a classifier on the samplesheet labels")
+    classify.add_argument("--classify-model", choices=MODEL_KINDS, default="logistic", help="model of the classification step (default: %(default)s)")
+    classify.add_argument("--classify-folds", type=int, default=5, help="patient-grouped folds per repeat (default: %(default)s)")
+    classify.add_argument("--classify-repeats", type=int, default=100, help="repeats of k-fold with different seeds (default: %(default)s)")
+    classify.add_argument("--classify-seed", type=int, default=0, help="seed of the first repeat (default: %(default)s)")
+    classify.add_argument("--classify-jobs", type=int, default=1, help="folds fitted in parallel (default: %(default)s)")
 
     validate = sub.add_parser("validate", help="validate a samplesheet and write it with absolute paths")
     validate.add_argument("--input", required=True, type=Path, help="samplesheet CSV")
@@ -390,11 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 input=args.input,
                 outdir=args.outdir,
                 convert=convert_params(args) if args.convert else None,
-                convert_objects=args.convert_objects,
+                convert_objects=convert_params(args) if args.convert_objects else None,
                 target_mpp=args.target_mpp,
                 focus=focus_params(args) if args.focus_qc else None,
                 stain=stain_params(args),
                 outlier_mads=outlier_mads(args),
+                task=args.task,
+                classify_model=args.classify_model,
+                classify_folds=args.classify_folds,
+                classify_repeats=args.classify_repeats,
+                classify_seed=args.classify_seed,
+                classify_jobs=args.classify_jobs,
                 aoi=aoi_params(args),
                 tiling=tiling_params(args),
                 backbones=_backbones(args.backbone),

@@ -400,8 +400,9 @@ class FocusParams:
     needs ``checkpoint``). ``blur_threshold`` replaces the measure's default
     (a sharpness for the classical measures, an out-of-focus probability
     for DeepFocus). A slide is ``out_of_focus`` when more than
-    ``max_blurred_fraction`` of its tissue tiles are blurred; with
-    ``keep_flagged`` it goes on to later stages with the flag in qc.csv.
+    ``max_blurred_fraction`` of its tissue tiles are blurred. Flagged
+    slides stop there, unless ``keep_flagged`` lets them go on to later
+    stages with the flag in qc.csv.
     """
 
     measure: str = "laplacian"
@@ -426,7 +427,7 @@ class FocusParams:
 
 
 def make_scorer(params: FocusParams) -> TileScorer:
-    """Build the tile scorer ``params`` asks for (loading the DeepFocus checkpoint if any)."""
+    """Build the tile scorer that ``params`` requests, loading the DeepFocus checkpoint if one is set."""
     if params.measure == "deepfocus":
         assert params.checkpoint is not None
         probability = params.blur_threshold if params.blur_threshold is not None else 0.5

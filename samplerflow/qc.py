@@ -92,7 +92,8 @@ def merge_records(samples: Sequence[Sample], records: Sequence[dict[str, Any]]) 
                     status, reason, failed_stage = "incomplete", f"stage '{stage}' did not run", stage
                 break
             row.update({key: value for key, value in record.items() if key not in ("sample", "stage", "status", "reason")})
-            if record["status"] in ("ok", "no_tissue", "out_of_focus"):  # statuses given after the images were written
+            # These statuses are given after the images were written; a slide too coarse for focus QC has no map.
+            if record["status"] in ("ok", "no_tissue", "out_of_focus") and record.get("focus_flag") != "not_assessed":
                 row.update(STAGE_IMAGES.get(stage, {}))
             if record["status"] != "ok":
                 status, reason, failed_stage = record["status"], record["reason"], stage

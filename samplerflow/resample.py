@@ -106,6 +106,28 @@ class ResampledSlideReader(SlideReader):
             out_height=int(height),
         )
 
+    def read_region(
+        self,
+        *,
+        x: SlidePixels,
+        y: SlidePixels,
+        width: SlidePixels,
+        height: SlidePixels,
+        out_width: int,
+        out_height: int,
+    ) -> np.ndarray:
+        # One read of the source, at its own best level: going through this reader's
+        # virtual levels would first build an enlarged copy when the target is finer.
+        factor = self.scale_factor
+        return self.source.read_region(
+            x=SlidePixels(float(x) / factor),
+            y=SlidePixels(float(y) / factor),
+            width=SlidePixels(float(width) / factor),
+            height=SlidePixels(float(height) / factor),
+            out_width=out_width,
+            out_height=out_height,
+        )
+
     def close(self) -> None:
         self.source.close()
 

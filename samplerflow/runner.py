@@ -14,6 +14,7 @@ Output layout (see docs/output.md)::
       samples/{sample}/qc/{stage}.json
       qc.csv
       cohort.h5ad
+      classify/{metrics.json, *.csv, *.png, model/}   (with --task)
       pipeline_info/{params.json, versions.json, timings.tsv}
 
 Resume: each step stores a stamp (``.stamps/`` in the sample folder) with a
@@ -61,16 +62,18 @@ log = logging.getLogger(__name__)
 class RunConfig:
     """Everything ``samplerflow run`` needs.
 
-    Harmonization is off unless asked for: ``convert`` (None: read the
-    slides as they are), ``convert_objects``, ``target_mpp`` (None: each
+    Harmonization is off unless requested: ``convert`` (None: read the
+    slides as they are), ``convert_objects`` (None: no per-object files,
+    else their encoding), ``target_mpp`` (None: each
     slide's own resolution), ``focus`` (None: no focus QC) and ``stain``.
-    ``outlier_mads`` None switches QC stage III off.
+    ``outlier_mads`` None switches QC stage III off. With ``task`` (a task
+    YAML) the cohort is classified and cross-validated after it is built.
     """
 
     input: Path
     outdir: Path
     convert: ConvertParams | None = None
-    convert_objects: bool = False
+    convert_objects: ConvertParams | None = None
     target_mpp: float | None = None
     focus: FocusParams | None = None
     stain: StainParams = field(default_factory=StainParams)
@@ -86,6 +89,12 @@ class RunConfig:
     device: str = "auto"
     autocast: str | None = "bfloat16"
     feature_dtype: str = "float32"
+    task: Path | None = None
+    classify_model: str = "logistic"
+    classify_folds: int = 5
+    classify_repeats: int = 100
+    classify_seed: int = 0
+    classify_jobs: int = 1
     strict: bool = False
     progress: bool = True
 
@@ -94,6 +103,7 @@ class RunConfig:
         payload = asdict(self)
         payload["input"] = str(self.input)
         payload["outdir"] = str(self.outdir)
+        payload["task"] = None if self.task is None else str(self.task)
         return payload
 
 
@@ -161,6 +171,27 @@ class Runner:
         self.device = resolve_device(config.device)
         self._check_weights()
         self._check_harmonization()
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """Fail before any slide is read when the task file cannot be used or no sample has a label."""
+        config = self.config
+        if config.task is None:
+            return
+        from samplerflow.classify.run import _check_options as check_options
+        from samplerflow.classify.task import load_task
+        from samplerflow.samplesheet import read_samplesheet
+
+        load_task(config.task)
+        check_options(
+            model=config.classify_model, split="kfold", external=None, folds=config.classify_folds,
+            repeats=config.classify_repeats, engine="kernel", jobs=config.classify_jobs, bootstrap=1000,
+        )
+        if not any(sample.label for sample in read_samplesheet(config.input)):
+            raise InputError(
+                f"--task {config.task} needs labels, but no row of {config.input} has a 'label'; "
+                "add the column or run without --task"
+            )
 
     def _check_harmonization(self) -> None:
         """Fail before any slide is read when the stain reference or the focus checkpoint cannot be used."""
@@ -238,6 +269,9 @@ class Runner:
         records: list[dict[str, Any]] = []
 
         def finish(record: dict[str, Any], stage: str) -> bool:
+            if image != sample.image and record["reason"]:
+                # Name the samplesheet's file first: the converted copy is ours, not the user's.
+                record = {**record, "reason": record["reason"].replace(str(image), f"{sample.image} (converted copy {image})")}
             write_record(base / "qc" / f"{stage}.json", record)
             records.append(record)
             return record["status"] == "ok"
@@ -279,12 +313,12 @@ class Runner:
         if not finish(record, "aoi"):
             return records
 
-        if config.convert_objects:
+        if config.convert_objects is not None:
             import json
 
             objects_dir = base / "convert" / "objects"
             count = len(json.loads((aoi_dir / "roi.json").read_text())["objects"])
-            params = config.convert or ConvertParams()
+            params = config.convert_objects
             record = self._step(
                 sample, "convert_objects",
                 {"image": _file_fingerprint(image), "roi": sha256_file(aoi_dir / "roi.json"), "mpp": sample.mpp, "params": asdict(params)},
@@ -426,6 +460,8 @@ class Runner:
         log.info("%d of %d samples succeeded", len(ok), len(samples))
         if ok:
             self._cohort(samples, ok)  # writes qc.csv with the cohort's outlier flags
+            if config.task is not None:
+                self._classify()
         else:
             write_qc_table(qc_table, self.outdir / "qc.csv")
         self._write_timings(time.perf_counter() - started)
@@ -464,11 +500,43 @@ class Runner:
         stamp.store("cohort", key, {"status": "ok"}, [output, self.outdir / "qc.csv"])
         self.timings.append(Timing("*", "cohort", time.perf_counter() - started, False, "ok"))
 
+    def _classify(self) -> None:
+        """Cross-validate the task on cohort.h5ad into OUTDIR/classify, unless its stamp is current."""
+        from samplerflow.classify.run import classify_cohort
+
+        config = self.config
+        assert config.task is not None
+        cohort_path, outdir = self.outdir / "cohort.h5ad", self.outdir / "classify"
+        options = {
+            "model": config.classify_model, "folds": config.classify_folds, "repeats": config.classify_repeats,
+            "seed": config.classify_seed, "jobs": config.classify_jobs,
+        }
+        key = sha256_json(
+            {"version": __version__, "cohort": sha256_file(cohort_path), "task": sha256_file(config.task), **options}
+        )
+        stamp = StepCache(self.outdir / ".stamps")
+        started = time.perf_counter()
+        if stamp.lookup("classify", key) is not None:
+            self.timings.append(Timing("*", "classify", time.perf_counter() - started, True, "ok"))
+            return
+        summary = classify_cohort(cohort=cohort_path, task=config.task, outdir=outdir, **options)
+        stamp.store("classify", key, {"status": "ok"}, [outdir / "metrics.json"])
+        self.timings.append(Timing("*", "classify", time.perf_counter() - started, False, "ok"))
+        log.info("Classification report in %s (%s)", outdir, _headline(summary))
+
     def _write_timings(self, total: float) -> None:
         lines = ["sample\tstep\tseconds\tskipped\tstatus"]
         lines += [f"{t.sample}\t{t.step}\t{t.seconds:.3f}\t{str(t.skipped).lower()}\t{t.status}" for t in self.timings]
         lines.append(f"*\ttotal\t{total:.3f}\tfalse\t-")
         write_text(self.outdir / "pipeline_info" / "timings.tsv", "\n".join(lines) + "\n")
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    """Return the summary's main AUROC for the log, when it has one."""
+    for key in ("auroc_mean", "auroc", "macro_auroc_mean"):
+        if isinstance(summary.get(key), (int, float)):
+            return f"{key} {summary[key]:.3f}"
+    return "see metrics.json"
 
 
 def run(config: RunConfig) -> int:

@@ -105,6 +105,16 @@ def focus(*, sample: str, image: Path, outdir: Path, params: FocusParams, mpp: f
 
     scorer = make_scorer(params)
     with open_slide(image, mpp=mpp) as reader:
+        slide_mpp = reader.info.mpp
+        if slide_mpp > params.mpp * MAX_FOCUS_ENLARGEMENT:
+            # Enlarged pixels look blurred to every measure, so the check would only reflect the scan resolution.
+            reason = (
+                f"{image}: not assessed, because the slide's {slide_mpp:.3g} um/px is more than "
+                f"{MAX_FOCUS_ENLARGEMENT:g}x coarser than the focus resolution {params.mpp:g} um/px; "
+                "review its focus by eye or lower --focus-mpp"
+            )
+            log.warning("%s: focus %s", sample, reason)
+            return qc_record(sample, "focus", focus_flag="not_assessed", focus_reason=reason, focus_scorer=scorer.name)
         result = focus_map(reader, scorer=scorer, tile_size_um=params.tile_size_um, mpp=params.mpp)
     write_heatmap(result, outdir / "focus_heatmap.png")
     write_scores(result, outdir / "focus_map.npz")
@@ -116,6 +126,11 @@ def focus(*, sample: str, image: Path, outdir: Path, params: FocusParams, mpp: f
     if status != "ok":
         log.warning("%s: kept although flagged %s: %s", sample, status, reason)
     return qc_record(sample, "focus", focus_flag="" if status == "ok" else status, focus_reason=reason, **fields)
+
+
+# Focus is judged on tiles read at FocusParams.mpp; a slide scanned more than
+# this many times coarser would be judged on enlarged pixels.
+MAX_FOCUS_ENLARGEMENT = 2.0
 
 
 def aoi(
