@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from samplerflow.features.weights_cli import dispatch as dispatch_weights
 
             return dispatch_weights(args)
-        if args.command in ("classify", "predict"):
+        if args.command in ("classify", "classify-grid", "predict"):
             from samplerflow.classify.cli import dispatch
 
             return dispatch(args)

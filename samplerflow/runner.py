@@ -178,7 +178,7 @@ class Runner:
         config = self.config
         if config.task is None:
             return
-        from samplerflow.classify.run import _check_options as check_options
+        from samplerflow.classify.run import check_options
         from samplerflow.classify.task import load_task
         from samplerflow.samplesheet import read_samplesheet
 

@@ -2,3 +2,4 @@
 
 MODEL_KINDS: tuple[str, ...] = ("logistic", "svm")
 ENGINES: tuple[str, ...] = ("kernel", "plain")
+SPLITS: tuple[str, ...] = ("kfold", "center", "external")

@@ -13,21 +13,26 @@ matrix K = Xs Xs^T:
   objective as on Xs with w = V v. The optimum is unique, so scores agree up
   to the solver tolerance.
 
-NOTE: lbfgs stops on the largest gradient component, which depends on the
-basis, so at the default tol=1e-4 the two engines stop at different points
-near the optimum. On small test matrices AUROCs agree within 0.001, but on
-the 867 x 20,480 benchmark matrix they differed by up to 0.014 per fold; with
-tol=1e-10 scores agree within 1e-6 (tests).
+lbfgs takes the same steps in both bases (its updates use inner products
+and function values, which an orthonormal change of basis keeps), but it
+stops on the largest gradient component, which depends on the basis. At
+tol=1e-4 the plain Pipeline stopped about 130 iterations before the optimum
+on the 867 x 20,480 benchmark matrix, and the engines differed by up to 0.014
+AUROC per fold. The default tol for logistic regression is therefore 1e-8
+(:data:`~samplerflow.classify.models.DEFAULT_TOL`). There both engines reach
+the optimum and agree within 1e-6 in the tests.
 
 Per-fold work that is shared: the column sums of X (so each fold's mean and
 variance cost one pass over its test rows, not its training rows) and one
 float64 copy of X centred on the overall mean (which keeps the variance
 formula free of cancellation). Each fold still pays one n x d x n product
-for its Gram matrix, because its scaler differs.
+for its Gram matrix, because its scaler differs; one-vs-rest classes share
+each fold's Gram matrix (:func:`fit_score_fold_targets`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,27 +99,45 @@ def fit_score_fold(
     data: CenteredMatrix, y: np.ndarray, train: np.ndarray, test: np.ndarray, spec: ModelSpec,
 ) -> np.ndarray:
     """Fit ``spec`` on the training rows and return the test rows' scores (as the plain Pipeline would)."""
+    return fit_score_fold_targets(data, [y], train, test, spec)[0]
+
+
+def fit_score_fold_targets(
+    data: CenteredMatrix, targets: Sequence[np.ndarray], train: np.ndarray, test: np.ndarray, spec: ModelSpec,
+) -> list[np.ndarray]:
+    """Fit one model per 0/1 target vector on the same training rows; return each one's test scores.
+
+    The Gram matrices (and for logistic regression their eigendecomposition)
+    depend only on the rows, so one-vs-rest classes share them.
+    """
     K_train, K_test = fold_gram(data, train, test)
     # The n x n solves are too small to gain from BLAS threads, and on a busy machine the
     # threads' spinning slowed them down several-fold (measured with OpenBLAS 0.3.31).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _solve_fold(K_train, K_test, y[train], spec)
+        if spec.kind == "svm":
+            return [_solve_svm(K_train, K_test, y[train], spec) for y in targets]
+        F_train, F_test = _row_space_features(K_train, K_test)
+        return [_solve_logistic(F_train, F_test, y[train], spec) for y in targets]
 
 
-def _solve_fold(K_train: np.ndarray, K_test: np.ndarray, y_train: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    if spec.kind == "svm":
-        svm = SVC(kernel="precomputed", C=spec.C, class_weight=spec.class_weight, tol=spec.tol,
-                  random_state=spec.random_state, max_iter=-1)
-        svm.fit(K_train, y_train)
-        return np.asarray(svm.decision_function(K_test), dtype=np.float64)
+def _solve_svm(K_train: np.ndarray, K_test: np.ndarray, y_train: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    svm = SVC(kernel="precomputed", C=spec.C, class_weight=spec.class_weight, tol=spec.tol,
+              random_state=spec.random_state, max_iter=-1)
+    svm.fit(K_train, y_train)
+    return np.asarray(svm.decision_function(K_test), dtype=np.float64)
 
+
+def _row_space_features(K_train: np.ndarray, K_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the training and test rows in an orthonormal basis of the training rows' span."""
     eigenvalues, eigenvectors = np.linalg.eigh(K_train)
     # Centred training rows have rank <= n_train - 1: drop the numerically zero directions.
     keep = eigenvalues > eigenvalues[-1] * len(eigenvalues) * np.finfo(np.float64).eps
     root = np.sqrt(eigenvalues[keep])
     basis = eigenvectors[:, keep]
-    F_train = basis * root
-    F_test = (K_test @ basis) / root
+    return basis * root, (K_test @ basis) / root
+
+
+def _solve_logistic(F_train: np.ndarray, F_test: np.ndarray, y_train: np.ndarray, spec: ModelSpec) -> np.ndarray:
     model = LogisticRegression(C=spec.C, class_weight=spec.class_weight, max_iter=spec.max_iter, tol=spec.tol,
                                random_state=spec.random_state)
     model.fit(F_train, y_train)
