@@ -19,7 +19,7 @@ from samplerflow.aoi import AoiParams
 from samplerflow.classify.choices import MODEL_KINDS
 from samplerflow.convert import COMPRESSIONS, ConvertParams
 from samplerflow.errors import InputError, SampleError
-from samplerflow.focus import SCORERS, FocusParams
+from samplerflow.focus_params import SCORERS, FocusParams
 from samplerflow.outliers import DEFAULT_THRESHOLD_MADS
 from samplerflow.sampler import DEFAULT_PERCENTILES
 from samplerflow.stain import STAIN_METHODS, StainParams

@@ -36,14 +36,14 @@ from torch import nn
 
 from samplerflow.aoi import tissue_mask
 from samplerflow.errors import InputError
+from samplerflow.focus_params import DEFAULT_FOCUS_MPP, MEASURES, SCORERS, FocusParams  # noqa: F401  (re-exported)
 from samplerflow.io import atomic_path
 from samplerflow.slide import SlideReader
 from samplerflow.tiling import tissue_fractions
-from samplerflow.units import MicronsPerPixel, SlidePixels
+from samplerflow.units import SlidePixels
 
 log = logging.getLogger(__name__)
 
-MEASURES = ("laplacian", "tenengrad")
 # Tissue thresholds on 0..255 grey level and HSV saturation, as in the AOI stage.
 TISSUE_BRIGHTNESS_MAX = 220
 TISSUE_SATURATION_MIN = 20
@@ -55,7 +55,6 @@ MIN_TISSUE_PIXELS = 100
 # docs/harmonization.md. It is an estimate from few tiles, so review it on
 # your own slides.
 DEFAULT_BLUR_THRESHOLD = {"laplacian": 0.35, "tenengrad": 1.5}
-DEFAULT_FOCUS_MPP = MicronsPerPixel(0.5)
 
 
 def optical_density(tile: np.ndarray) -> np.ndarray:
@@ -384,46 +383,6 @@ def write_heatmap(result: FocusMap, destination: Path, *, pixels_per_tile: int =
     with atomic_path(destination) as temporary:
         if not cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6]):
             raise OSError(f"Failed to write the focus heatmap {destination}")
-
-
-# --- Stage parameters ---------------------------------------------------------
-
-SCORERS = (*MEASURES, "deepfocus")
-DEFAULT_MAX_BLURRED_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class FocusParams:
-    """Settings of the focus QC stage.
-
-    ``measure`` is ``laplacian``, ``tenengrad`` or ``deepfocus`` (which
-    needs ``checkpoint``). ``blur_threshold`` replaces the measure's default
-    (a sharpness for the classical measures, an out-of-focus probability
-    for DeepFocus). A slide is ``out_of_focus`` when more than
-    ``max_blurred_fraction`` of its tissue tiles are blurred. Flagged
-    slides stop there, unless ``keep_flagged`` lets them go on to later
-    stages with the flag in qc.csv.
-    """
-
-    measure: str = "laplacian"
-    checkpoint: str | None = None
-    blur_threshold: float | None = None
-    max_blurred_fraction: float = DEFAULT_MAX_BLURRED_FRACTION
-    keep_flagged: bool = False
-    tile_size_um: float = 128.0
-    mpp: float = float(DEFAULT_FOCUS_MPP)
-
-    def __post_init__(self) -> None:
-        if self.measure not in SCORERS:
-            raise InputError(f"Invalid focus measure {self.measure!r}: choose one of {', '.join(SCORERS)}")
-        if self.measure == "deepfocus" and not self.checkpoint:
-            raise InputError("The deepfocus focus measure needs a checkpoint: pass --focus-checkpoint FILE.pt")
-        if self.checkpoint and self.measure != "deepfocus":
-            raise InputError(f"--focus-checkpoint is used only with --focus-measure deepfocus, not {self.measure!r}")
-        if not 0 <= self.max_blurred_fraction <= 1:
-            raise InputError(f"Invalid max blurred fraction {self.max_blurred_fraction}: must be in 0..1")
-        if self.tile_size_um <= 0 or self.mpp <= 0:
-            raise InputError(f"Invalid focus grid: tile size {self.tile_size_um} um at {self.mpp} um/px; both must be positive")
 
 
 def make_scorer(params: FocusParams) -> TileScorer:

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +93,9 @@ def flag_outliers(
     matrix, ids = _as_matrix(data, sample_ids)
     if matrix.shape[0] < MIN_SAMPLES:
         raise ValueError(f"An outlier check needs at least {MIN_SAMPLES} slides, got {matrix.shape[0]}")
+
+    # Imported here so that the command line starts without scikit-learn.
+    from sklearn.decomposition import PCA
 
     scaled = _robust_scale(matrix)
     if scaled.shape[1] == 0:

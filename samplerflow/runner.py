@@ -45,7 +45,7 @@ from samplerflow.errors import InputError, SampleError
 from samplerflow.features import create_backbone
 from samplerflow.features.extract import resolve_device
 from samplerflow.features.torch_backbone import TorchBackbone
-from samplerflow.focus import FocusParams
+from samplerflow.focus_params import FocusParams
 from samplerflow.io import sha256_file, sha256_json, write_json, write_text
 from samplerflow.provenance import package_versions
 from samplerflow.qc import log_failures, merge_records, qc_record, write_qc_table, write_record

@@ -42,7 +42,7 @@ from samplerflow.cohort import build_cohort, write_cohort
 from samplerflow.convert import ConvertParams, object_box, write_pyramid
 from samplerflow.errors import SampleError
 from samplerflow.features.store import read_features
-from samplerflow.focus import FocusParams
+from samplerflow.focus_params import FocusParams
 from samplerflow.outliers import DEFAULT_THRESHOLD_MADS as DEFAULT_OUTLIER_MADS
 from samplerflow.qc import log_failures, merge_records, qc_record, read_records, write_qc_table
 from samplerflow.resample import open_resampled, resampling_fields

@@ -29,11 +29,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NEXTFLOW_DIRS = ("modules", "workflows", "subworkflows")
 RESOURCE_LABELS = {"process_low", "process_medium", "process_high", "process_gpu"}
 
-# Options of the per-sample subcommands that the modules fill from the sample
-# (meta, staged files, fixed output names), so they have no parameter.
-SAMPLE_OPTIONS = {"sample", "qc_json", "slide", "mpp", "roi", "outdir", "mask", "output", "tiles", "features"}
+# Options of the subcommands that the modules fill from the sample (meta,
+# staged files, fixed output names) or set for the cohort task (its staged
+# files and --allow-empty), so they have no parameter.
+SAMPLE_OPTIONS = {
+    "sample", "qc_json", "slide", "mpp", "roi", "outdir", "mask", "output", "tiles", "features",
+    "samplesheet", "sampler", "qc", "qc_output", "params_json", "allow_empty", "input", "task",
+}
 # Subcommand whose options are parameters with a prefix: `synth --per-kind` is params.synth_per_kind.
-PARAM_PREFIXES = {"aoi": "", "tile": "", "extract": "", "sampler": "", "synth": "synth_"}
+PARAM_PREFIXES = {
+    "convert": "", "aoi": "", "convert-objects": "", "focus": "", "tile": "", "extract": "", "sampler": "",
+    "cohort": "", "synth": "synth_", "classify": "classify_",
+}
+# Options of `samplerflow run` that switch stages on; the workflow reads them as params of the same name.
+RUN_SWITCHES = ("convert", "convert_objects", "focus_qc", "task")
+# Params that name a file the tasks read. Modules must get such a file as a
+# path input, so Nextflow stages it into the task (containers, cluster nodes),
+# and never interpolate the param into a command line.
+FILE_PARAMS = ("focus_checkpoint", "stain_reference", "task", "classify_external")
 
 # Values for Nextflow expressions in a module's command line.
 META_VALUES = {"id": "S1", "patient": "P1", "center": "C1", "label": "tumour", "mpp": "0.25", "roi": "roi.json"}
@@ -43,6 +56,11 @@ NULL_PARAM_VALUES = {
     "max_tiles": "50",
     "input": "samplesheet.csv",
     "weights_cache": "/shared/weights-cache",
+    "target_mpp": "0.5",
+    "blur_threshold": "0.3",
+    "classify_class_weight": "balanced",
+    "classify_tol": "1e-06",
+    "classify_threshold": "0.4",
 }
 # Values for `def` variables of a script block that are not `CONDITION ? "TEXT" : ''`.
 # Values for `def` variables that always have a value, whatever the options.
@@ -348,9 +366,10 @@ def _config_value(text: str, path: Path) -> Any:
 def cli_parameter_problems(root: Path) -> list[str]:
     """Compare nextflow.config params with the CLI defaults of the options they set.
 
-    Every option of aoi, tile, extract, sampler and synth that the sample does
-    not fill must have a param (``synth_`` prefix for synth), and every
-    backbone that needs weights a ``weights_<backbone>`` param defaulting to null.
+    Every option of the subcommands in PARAM_PREFIXES that the sample does
+    not fill must have a param (``synth_`` prefix for synth), as must the
+    stage switches of ``samplerflow run`` (RUN_SWITCHES), and every backbone
+    that needs weights a ``weights_<backbone>`` param defaulting to null.
     """
     params = read_config_params(root / "nextflow.config")
     subparsers = _subparsers(build_parser())
@@ -368,6 +387,14 @@ def cli_parameter_problems(root: Path) -> list[str]:
             problem = _compare_default(name, params[name], action.dest, action.default)
             if problem:
                 problems.append(f"params.{name}: {problem}")
+    run_options = {action.dest: action for action in subparsers["run"]._actions}
+    for name in RUN_SWITCHES:
+        if name not in params:
+            problems.append(f"{run_options[name].option_strings[0]} of `samplerflow run` has no param {name} in nextflow.config")
+            continue
+        problem = _compare_default(name, params[name], name, run_options[name].default)
+        if problem:
+            problems.append(f"params.{name}: {problem}")
     for backbone in available_backbones():
         if not create_backbone(backbone).needs_weights:
             continue
@@ -394,6 +421,29 @@ def _compare_default(name: str, value: Any, dest: str, default: Any) -> str | No
     if default is not None and type(actual) is not type(default):
         return f"default {value!r} is a {type(actual).__name__}, the CLI default {default!r} is a {type(default).__name__}"
     return None
+
+
+def staged_file_problems(root: Path) -> list[str]:
+    """Check that no module script interpolates a param naming an input file (FILE_PARAMS, weights_*).
+
+    Such a file reaches a task only when Nextflow stages it as a path
+    input. A command line with the param's own path works only where the
+    task can read the same file system as the machine running Nextflow.
+    """
+    params = read_config_params(root / "nextflow.config")
+    names = [name for name in params if name in FILE_PARAMS or (name.startswith("weights_") and name != "weights_cache")]
+    problems = []
+    for path in module_files(root):
+        text = path.read_text()
+        for start, ends in (("script", ("stub",)), ("stub", ())):
+            section = _section(text, start, ends)
+            for name in names:
+                if re.search(rf"params\.{name}\b", section):
+                    problems.append(
+                        f"{path.relative_to(root)}: its {start} block reads params.{name}; "
+                        "stage the file as a path input and use that input instead"
+                    )
+    return problems
 
 
 def schema_problems(root: Path) -> list[str]:

@@ -24,6 +24,7 @@ from nextflow_helpers import (
     process_problems,
     read_config_params,
     schema_problems,
+    staged_file_problems,
 )
 
 COPIED = ("main.nf", "nextflow.config", "nextflow_schema.json", "conf", "modules", "workflows")
@@ -53,7 +54,9 @@ def test_pipeline_files_present():
     assert "main.nf" in files
     assert "workflows/samplerflow.nf" in files
     modules = {path.parent.name for path in module_files(REPO_ROOT)}
-    assert {"validate", "aoi", "tile", "extract", "sampler", "cohort", "synth"} <= modules
+    assert {
+        "validate", "convert", "aoi", "convert_objects", "focus", "tile", "extract", "sampler", "cohort", "synth",
+    } <= modules
 
 
 # reftrace parse
@@ -84,10 +87,12 @@ def test_include_check_fails_on_missing_file(pipeline_copy: Path):
 
 
 def test_include_check_fails_on_wrong_process_name(pipeline_copy: Path):
-    replace_once(pipeline_copy / "workflows/samplerflow.nf", "include { TILE     }", "include { TILES    }")
+    workflow = pipeline_copy / "workflows/samplerflow.nf"
+    replace_once(workflow, "include { TILE     }", "include { TILES    }")
+    line = next(number for number, text in enumerate(workflow.read_text().splitlines(), start=1) if "TILES" in text)
     problems = include_problems(pipeline_copy)
     assert problems == [
-        "workflows/samplerflow.nf:10: TILES is not defined in ../modules/local/tile/main (defined there: TILE)"
+        f"workflows/samplerflow.nf:{line}: TILES is not defined in ../modules/local/tile/main (defined there: TILE)"
     ]
 
 
@@ -152,6 +157,24 @@ def test_cli_check_fails_on_python_call(pipeline_copy: Path):
     assert "modules/local/tile/main.nf: the script block runs python; call the `samplerflow` command instead" in problems
 
 
+@pytest.mark.parametrize(
+    ("module", "subcommand"),
+    [
+        ("convert", "convert"),
+        ("convert_objects", "convert-objects"),
+        ("focus", "focus"),
+        ("cohort", "cohort"),
+    ],
+)
+def test_cli_check_covers_module(pipeline_copy: Path, module: str, subcommand: str):
+    path = pipeline_copy / f"modules/local/{module}/main.nf"
+    replace_once(path, f"samplerflow --no-progress {subcommand} \\\\\n", f"samplerflow --no-progress {subcommand} --no-such-option \\\\\n")
+    problems = cli_problems(pipeline_copy)
+    assert len(problems) == 2, problems
+    assert all(problem.startswith(f"modules/local/{module}/main.nf") for problem in problems)
+    assert all("--no-such-option" in problem for problem in problems)
+
+
 def test_cli_check_covers_conditional_option(pipeline_copy: Path):
     # An optional option whose value has the wrong type shows up only with options on.
     replace_once(pipeline_copy / "modules/local/tile/main.nf", '"--max-tiles ${params.max_tiles}"', '"--max-tiles ${params.grid}"')
@@ -197,10 +220,46 @@ def test_param_check_fails_on_missing_param(pipeline_copy: Path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("    target_mpp      = null\n", "--target-mpp of `samplerflow aoi` has no param target_mpp in nextflow.config"),
+        ("    jpeg_quality    = 90\n", "--jpeg-quality of `samplerflow convert` has no param jpeg_quality in nextflow.config"),
+        ("    focus_mpp            = 0.5\n", "--focus-mpp of `samplerflow focus` has no param focus_mpp in nextflow.config"),
+        ("    no_outlier_check = false\n", "--no-outlier-check of `samplerflow cohort` has no param no_outlier_check in nextflow.config"),
+        ("    convert_objects = false\n", "--convert-objects of `samplerflow run` has no param convert_objects in nextflow.config"),
+    ],
+)
+def test_param_check_covers_harmonization(pipeline_copy: Path, line: str, expected: str):
+    replace_once(pipeline_copy / "nextflow.config", line, "")
+    assert expected in cli_parameter_problems(pipeline_copy)
+
+
+def test_param_check_fails_on_changed_switch_default(pipeline_copy: Path):
+    replace_once(pipeline_copy / "nextflow.config", "    focus_qc        = false\n", "    focus_qc        = true\n")
+    assert cli_parameter_problems(pipeline_copy) == ["params.focus_qc: default True differs from the CLI default False"]
+
+
 def test_param_check_fails_on_missing_weights_param(pipeline_copy: Path):
     replace_once(pipeline_copy / "nextflow.config", "    weights_inception_v3 = null\n", "")
     assert cli_parameter_problems(pipeline_copy) == [
         "backbone inception_v3 needs weights but nextflow.config has no param weights_inception_v3"
+    ]
+
+
+def test_file_params_staged_as_inputs():
+    assert staged_file_problems(REPO_ROOT) == []
+
+
+def test_staged_file_check_fails_on_param_path(pipeline_copy: Path):
+    replace_once(
+        pipeline_copy / "modules/local/focus/main.nf",
+        'checkpoint ? "--focus-checkpoint ${checkpoint}" : \'\'',
+        'params.focus_checkpoint ? "--focus-checkpoint ${params.focus_checkpoint}" : \'\'',
+    )
+    assert staged_file_problems(pipeline_copy) == [
+        "modules/local/focus/main.nf: its script block reads params.focus_checkpoint; "
+        "stage the file as a path input and use that input instead"
     ]
 
 

@@ -1,4 +1,6 @@
 // Detects tissue objects on a slide thumbnail (or reads a curated ROI JSON).
+// With params.target_mpp the slide is read resampled to that resolution, the
+// same value EXTRACT gets, so objects and tiles share one pixel grid.
 // A failed sample writes only qc/aoi.json, so the other outputs are optional.
 process AOI {
     tag "${meta.id}"
@@ -18,6 +20,7 @@ process AOI {
     def args = task.ext.args ?: ''
     def mpp_option = meta.mpp != null ? "--mpp ${meta.mpp}" : ''
     def roi_option = roi ? "--roi ${roi}" : ''
+    def target_mpp_option = params.target_mpp != null ? "--target-mpp ${params.target_mpp}" : ''
     def strict_option = params.strict ? '--strict' : ''
     """
     samplerflow --no-progress aoi \\
@@ -34,6 +37,7 @@ process AOI {
         --roi-padding-um ${params.roi_padding_um} \\
         ${mpp_option} \\
         ${roi_option} \\
+        ${target_mpp_option} \\
         ${strict_option} \\
         ${args}
     """

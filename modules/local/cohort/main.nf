@@ -3,6 +3,8 @@
 // different samples are staged into numbered folders (sampler/1/, qc/1/, ...).
 // With no successful sample it still writes qc.csv (--allow-empty), so the QC
 // table is published; the workflow then stops with an error.
+// QC stage III: slides far from the cohort (params.outlier_mads) are flagged
+// in qc.csv and cohort.h5ad but kept; params.no_outlier_check skips the check.
 process COHORT {
     tag "${meta.id}"
     label 'process_medium'
@@ -20,6 +22,7 @@ process COHORT {
     script:
     def args = task.ext.args ?: ''
     def sampler_option = sampler_tables ? "--sampler ${sampler_tables}" : ''
+    def no_outlier_check_option = params.no_outlier_check ? '--no-outlier-check' : ''
     """
     samplerflow --no-progress cohort \\
         --samplesheet ${samplesheet} \\
@@ -28,6 +31,8 @@ process COHORT {
         --qc-output qc.csv \\
         --params-json ${params_json} \\
         --allow-empty \\
+        --outlier-mads ${params.outlier_mads} \\
+        ${no_outlier_check_option} \\
         ${sampler_option} \\
         ${args}
     """

@@ -5,6 +5,10 @@
 // `checkpoints` (same order); `hub_weights` holds BACKBONE=hf-hub:ORG/NAME
 // specifications. A Hugging Face token reaches the task only as the HF_TOKEN
 // environment variable, through the Nextflow secret set in conf/modules.config.
+//
+// Tiles are read resampled to params.target_mpp when it is set (the value AOI
+// got) and stain-normalized with params.stain_norm. `stain_reference` is the
+// reference tile for normalization, or an empty list for the shipped one.
 process EXTRACT {
     tag "${meta.id}"
     label 'process_gpu'
@@ -15,6 +19,7 @@ process EXTRACT {
     val(checkpoint_backbones)
     path(checkpoints, arity: '0..*', stageAs: 'weights/?/*')
     val(hub_weights)
+    path(stain_reference, stageAs: 'stain_reference/*')
 
     output:
     tuple val(meta), path('features/*.h5'), emit: features, optional: true
@@ -28,6 +33,8 @@ process EXTRACT {
     def weights_option = (checkpoint_options + hub_weights.collect { spec -> "--weights ${spec}" }).join(' ')
     def random_weights_option = params.random_weights ? '--random-weights' : ''
     def weights_cache_option = params.weights_cache && !params.random_weights ? "--weights-cache ${params.weights_cache}" : ''
+    def target_mpp_option = params.target_mpp != null ? "--target-mpp ${params.target_mpp}" : ''
+    def stain_reference_option = stain_reference ? "--stain-reference ${stain_reference}" : ''
     def strict_option = params.strict ? '--strict' : ''
     """
     samplerflow --no-progress extract \\
@@ -42,8 +49,11 @@ process EXTRACT {
         --device ${params.device} \\
         --autocast ${params.autocast} \\
         --feature-dtype ${params.feature_dtype} \\
+        --stain-norm ${params.stain_norm} \\
         ${weights_cache_option} \\
         ${mpp_option} \\
+        ${target_mpp_option} \\
+        ${stain_reference_option} \\
         ${weights_option} \\
         ${random_weights_option} \\
         ${strict_option} \\
