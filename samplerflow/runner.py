@@ -405,6 +405,10 @@ class Runner:
             )
             if cached is None:
                 stale.append(name)
+            elif cached["status"] != "ok":
+                # A failure stays recorded until an input or setting of this backbone changes.
+                self.timings.append(Timing(sample.sample, f"extract.{name}", 0.0, True, cached["status"]))
+                return cached
             else:
                 merged.update({k: v for k, v in cached.items() if k.startswith(("weights_", "stain_"))})
                 self.timings.append(Timing(sample.sample, f"extract.{name}", 0.0, True, cached["status"]))

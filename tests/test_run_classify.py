@@ -101,3 +101,14 @@ def test_unreadable_task_stops_the_run(labelled_cohort, tmp_path):
     status = run_cli("run", "--input", labelled_cohort["sheet"], "--outdir", tmp_path / "out", "--task", task, *RUN_OPTIONS)
     assert status == 2
     assert not (tmp_path / "out" / "samples").exists()
+
+
+def test_too_many_folds_named_in_error(labelled_cohort, tmp_path):
+    """Two slides per class cannot fill three stratified folds; the message says which option to lower."""
+    status = run_cli(
+        "run", "--input", labelled_cohort["sheet"], "--outdir", tmp_path / "out", "--task", labelled_cohort["task"],
+        "--max-tiles", "12", "--scales", "1", "--workers", "0", "--classify-folds", "3",
+    )
+    assert status == 2
+    assert (tmp_path / "out" / "cohort.h5ad").is_file()
+    assert not (tmp_path / "out" / "classify" / "metrics.json").exists()

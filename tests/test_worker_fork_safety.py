@@ -36,3 +36,17 @@ def test_workers_start_after_threaded_opencv(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "cohort.h5ad").is_file()
+
+
+def test_workers_ignore_package_named_folder_in_working_dir(tmp_path):
+    """A folder called samplerflow in the working folder (a clone, seen from its parent) must not shadow the package."""
+    (tmp_path / "samplerflow").mkdir()
+    script = Path(sys.executable).parent / "samplerflow"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "samplerflow.cli"]
+    result = subprocess.run(
+        [*command, "--no-progress", "run", "--input", str(REPO / "assets" / "demo" / "samplesheet.csv"),
+         "--outdir", str(tmp_path / "out"), "--max-tiles", "4", "--scales", "1", "--workers", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "cohort.h5ad").is_file()

@@ -50,6 +50,13 @@ def grouped_kfold(
     n_patients = len(np.unique(patients))
     if n_patients < n_splits:
         raise InputError(f"Only {n_patients} patients for {n_splits}-fold cross-validation; lower --folds")
+    smallest = int(np.unique(y, return_counts=True)[1].min())
+    if smallest < n_splits:
+        # Every test fold needs a sample of every class.
+        raise InputError(
+            f"The smallest class has {smallest} samples, fewer than the {n_splits} folds of stratified cross-validation; "
+            f"lower --folds (--classify-folds in samplerflow run) to at most {smallest}, or add samples"
+        )
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     placeholder = np.zeros((len(y), 1))
     for fold, (train, test) in enumerate(splitter.split(placeholder, y, groups=patients)):

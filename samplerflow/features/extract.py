@@ -200,6 +200,11 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     forkserver is a clean single-threaded process, so its children are safe,
     and preloading makes each worker start without importing torch again.
     """
+    # Python 3.11's forkserver starts as `python -c` and ignores the parent's
+    # sys.path, so the working folder comes first on its path: a folder named
+    # samplerflow there (a clone's own folder, seen from its parent) would
+    # shadow the installed package. PYTHONSAFEPATH keeps the working folder off.
+    os.environ.setdefault("PYTHONSAFEPATH", "1")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
