@@ -112,3 +112,31 @@ def test_too_many_folds_named_in_error(labelled_cohort, tmp_path):
     assert status == 2
     assert (tmp_path / "out" / "cohort.h5ad").is_file()
     assert not (tmp_path / "out" / "classify" / "metrics.json").exists()
+
+
+def test_model_card_records_preprocessing(classified):
+    card = json.loads((classified["outdir"] / "classify" / "model" / "model_card.json").read_text())
+    assert card["preprocessing"]["stain_norm"] == "none"
+    assert card["preprocessing"]["tile_size_um"] == 128.0
+    assert card["preprocessing"]["target_mpp"] is None
+
+
+def test_predict_warns_on_other_preprocessing(classified, tmp_path, caplog):
+    """A cohort built with another stain normalization gets a warning that names the setting."""
+    import anndata
+
+    from samplerflow.classify.bundle import load_bundle, predict
+
+    adata = anndata.read_h5ad(classified["outdir"] / "cohort.h5ad")
+    parameters = json.loads(adata.uns["samplerflow"]["parameters"])
+    parameters["stain"] = {"method": "macenko"}
+    adata.uns["samplerflow"]["parameters"] = json.dumps(parameters)
+    other = tmp_path / "other.h5ad"
+    adata.write_h5ad(other)
+    bundle = load_bundle(classified["outdir"] / "classify" / "model")
+    with caplog.at_level("WARNING"):
+        predict(bundle, classified["outdir"] / "cohort.h5ad")
+    assert "other settings" not in caplog.text
+    with caplog.at_level("WARNING"):
+        predict(bundle, other)
+    assert "stain_norm 'macenko' (training: 'none')" in caplog.text

@@ -4,8 +4,10 @@ A bundle is a folder containing ``model.joblib`` and ``model_card.json``.
 ``model.joblib`` holds a dict of fitted scikit-learn Pipelines, keyed by
 ``binary`` (binary task), the class names in class order (one-vs-rest), or
 ``stage1`` and ``stage2`` (two-stage). The card holds the task, classes,
-feature names, training cohort summary, thresholds, uncertain band, package
-versions, training time in seconds and the model file's size in bytes.
+feature names, training cohort summary, the training cohort's pixel-level
+settings (``preprocessing``, compared with every cohort scored), thresholds,
+uncertain band, package versions, training time in seconds and the model
+file's size in bytes.
 
 NOTE: joblib files are pickles; load bundles only from sources you trust.
 """
@@ -70,6 +72,54 @@ def default_uncertain_band(spec: ModelSpec) -> tuple[float, float]:
     return (0.4, 0.6) if spec.kind == "logistic" else (-0.5, 0.5)
 
 
+PREPROCESSING_KEYS = ("target_mpp", "stain_norm", "tile_size_um", "grid", "min_tissue_fraction")
+
+
+def cohort_preprocessing(cohort: str | Path) -> dict[str, Any] | None:
+    """Return the pixel-level settings a cohort was built with, or None when it does not record them.
+
+    Reads ``uns["samplerflow"]["parameters"]`` of ``cohort.h5ad``, written by
+    ``samplerflow run`` (nested settings) or by the Nextflow pipeline (flat
+    params), and returns the same keys for both: :data:`PREPROCESSING_KEYS`.
+    Features computed with other settings differ even when their names match.
+    """
+    import h5py
+
+    try:
+        with h5py.File(cohort, "r") as handle:
+            raw = handle["uns/samplerflow/parameters"][()]
+    except (OSError, KeyError):
+        return None
+    parameters = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    if not parameters:
+        return None
+    tiling = parameters.get("tiling") if isinstance(parameters.get("tiling"), dict) else parameters
+    stain = parameters.get("stain")
+    stain_method = stain.get("method", "none") if isinstance(stain, dict) else parameters.get("stain_norm") or "none"
+    return {
+        "target_mpp": parameters.get("target_mpp"),
+        "stain_norm": "none" if stain_method is False else str(stain_method),
+        "tile_size_um": tiling.get("tile_size_um"),
+        "grid": tiling.get("grid"),
+        "min_tissue_fraction": tiling.get("min_tissue_fraction"),
+    }
+
+
+def _warn_preprocessing_differs(bundle: Bundle, cohort: Path) -> None:
+    trained = bundle.card.get("preprocessing")
+    current = cohort_preprocessing(cohort)
+    if trained is None or current is None:
+        log.info("%s: preprocessing not compared with the model's training cohort (one of them does not record it)", cohort)
+        return
+    differences = [f"{key} {current.get(key)!r} (training: {trained.get(key)!r})" for key in PREPROCESSING_KEYS
+                   if current.get(key) != trained.get(key)]
+    if differences:
+        log.warning(
+            "%s was built with other settings than the model's training cohort: %s; its features are not comparable, "
+            "so rebuild it with the training settings before trusting these predictions", cohort, "; ".join(differences),
+        )
+
+
 def train_bundle(
     dataset: Dataset, task: TaskSpec, spec: ModelSpec, *, threshold: float | None = None,
     uncertain_band: tuple[float, float] | None = None,
@@ -99,6 +149,7 @@ def train_bundle(
         "uncertain_band": [float(low), float(high)],
         "feature_names": list(dataset.feature_names),
         "training_cohort": dataset.summary(),
+        "preprocessing": cohort_preprocessing(dataset.summary()["cohort"]),
         "package_versions": package_versions(),
     }
     started = time.perf_counter()
@@ -258,6 +309,7 @@ def predict(bundle: Bundle, cohort: str | Path) -> pd.DataFrame:
         raise InputError(f"Cohort file not found: {cohort}")
     adata = ad.read_h5ad(cohort)
     X = _feature_matrix(bundle, adata, cohort)
+    _warn_preprocessing_differs(bundle, cohort)
     obs = adata.obs
     samples = obs.index.astype(str).to_numpy()
     labels = obs["label"].astype(str).fillna("").to_numpy() if "label" in obs else np.full(len(obs), "", dtype=object)
