@@ -174,24 +174,18 @@ class Runner:
         self._check_task()
 
     def _check_task(self) -> None:
-        """Fail before any slide is read when the task file cannot be used or no sample has a label."""
+        """Fail before any slide is read when the task file or the classification options cannot be used."""
         config = self.config
         if config.task is None:
             return
         from samplerflow.classify.run import check_options
         from samplerflow.classify.task import load_task
-        from samplerflow.samplesheet import read_samplesheet
 
         load_task(config.task)
         check_options(
             model=config.classify_model, split="kfold", external=None, folds=config.classify_folds,
             repeats=config.classify_repeats, engine="kernel", jobs=config.classify_jobs, bootstrap=1000,
         )
-        if not any(sample.label for sample in read_samplesheet(config.input)):
-            raise InputError(
-                f"--task {config.task} needs labels, but no row of {config.input} has a 'label'; "
-                "add the column or run without --task"
-            )
 
     def _check_harmonization(self) -> None:
         """Fail before any slide is read when the stain reference or the focus checkpoint cannot be used."""
@@ -448,6 +442,11 @@ class Runner:
         self.outdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         samples = stages.validate(config.input, self.outdir / "samplesheet.valid.csv")
+        if config.task is not None and not any(sample.label for sample in samples):
+            raise InputError(
+                f"--task {config.task} needs labels, but no row of {config.input} has a 'label'; "
+                "add the column or run without --task"
+            )
         write_json(self.outdir / "pipeline_info" / "params.json", config.parameters())
         write_json(self.outdir / "pipeline_info" / "versions.json", package_versions())
 
