@@ -264,7 +264,7 @@ class Runner:
 
         def finish(record: dict[str, Any], stage: str) -> bool:
             if image != sample.image and record["reason"]:
-                # Name the samplesheet's file first: the converted copy is ours, not the user's.
+                # Name the samplesheet's file first, because users know it and not the derived copy.
                 record = {**record, "reason": record["reason"].replace(str(image), f"{sample.image} (converted copy {image})")}
             write_record(base / "qc" / f"{stage}.json", record)
             records.append(record)
@@ -536,7 +536,7 @@ class Runner:
 
 def _headline(summary: dict[str, Any]) -> str:
     """Return the summary's main AUROC for the log, when it has one."""
-    for key in ("auroc_mean", "auroc", "macro_auroc_mean"):
+    for key in ("auroc_mean", "auroc", "auroc_macro_mean"):
         if isinstance(summary.get(key), (int, float)):
             return f"{key} {summary[key]:.3f}"
     return "see metrics.json"

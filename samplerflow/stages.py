@@ -128,7 +128,7 @@ def focus(*, sample: str, image: Path, outdir: Path, params: FocusParams, mpp: f
     return qc_record(sample, "focus", focus_flag="" if status == "ok" else status, focus_reason=reason, **fields)
 
 
-# Focus is judged on tiles read at FocusParams.mpp; a slide scanned more than
+# Focus is judged on tiles read at FocusParams.mpp. A slide scanned more than
 # this many times coarser would be judged on enlarged pixels.
 MAX_FOCUS_ENLARGEMENT = 2.0
 
@@ -299,10 +299,10 @@ def cohort(
     write_cohort(adata, output)
 
 
-# The robust scales of the outlier check come from medians of absolute
-# deviations; with a handful of slides a MAD can be near zero and flag
-# ordinary slides hundreds of MADs out (six synthetic slides of two kinds
-# did), so the automatic check waits for a cohort of this size.
+# The outlier check scales by medians of absolute deviations (MADs). With a
+# handful of slides a MAD can be near zero, so ordinary slides are flagged
+# hundreds of MADs out: on six synthetic slides of two kinds, one was flagged
+# 541 MADs out. The automatic check therefore waits for a cohort of this size.
 MIN_OUTLIER_COHORT = 10
 
 

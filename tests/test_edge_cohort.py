@@ -45,10 +45,8 @@ RUN_OPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def edge_run(wsi_data: Path, tmp_path_factory):
-    """Run the cohort once; return (exit status, outdir, qc table, input digests before and after)."""
-    folder = tmp_path_factory.mktemp("edge")
+def run_test_cohort(wsi_data: Path, folder: Path, *options: str) -> dict:
+    """Run SHEET_ROWS through `samplerflow run` with ``options``; return the exit status, outdir, qc table and input digests."""
     sheet = folder / "samplesheet.csv"
     with open(sheet, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -59,7 +57,7 @@ def edge_run(wsi_data: Path, tmp_path_factory):
     before = sha256_tree(wsi_data)
     listings_before = {relpath: _listing(wsi_data / relpath) for _, relpath, _ in SHEET_ROWS}
     outdir = folder / "out"
-    status = run_cli("run", "--input", sheet, "--outdir", outdir, *RUN_OPTIONS)
+    status = run_cli("run", "--input", sheet, "--outdir", outdir, *options)
     after = sha256_tree(wsi_data)
     listings_after = {relpath: _listing(wsi_data / relpath) for _, relpath, _ in SHEET_ROWS}
     qc = pd.read_csv(outdir / "qc.csv", dtype=str, keep_default_na=False).set_index("sample")
@@ -67,6 +65,12 @@ def edge_run(wsi_data: Path, tmp_path_factory):
         "status": status, "outdir": outdir, "qc": qc, "before": before, "after": after,
         "listings_before": listings_before, "listings_after": listings_after, "root": wsi_data,
     }
+
+
+@pytest.fixture(scope="module")
+def edge_run(wsi_data: Path, tmp_path_factory):
+    """Run the cohort once; return (exit status, outdir, qc table, input digests before and after)."""
+    return run_test_cohort(wsi_data, tmp_path_factory.mktemp("edge"), *RUN_OPTIONS)
 
 
 def _listing(slide: Path) -> list[str]:

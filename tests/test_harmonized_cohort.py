@@ -9,23 +9,20 @@ no input may change.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import h5py
 import openslide
-import pandas as pd
 import pytest
 import tifffile
-from conftest import run_cli, sha256_tree
 from test_edge_cohort import (
     MUST_FINISH,
     MUST_SKIP,
     RUN_OPTIONS,
     SHEET_ROWS,
     TOO_SMALL,
-    _listing,
+    run_test_cohort,
 )
 
 from samplerflow.convert import object_box
@@ -48,27 +45,10 @@ REACHED_AOI = ("ok", "no_tissue", "out_of_focus")
 @pytest.fixture(scope="module")
 def harmonized_run(wsi_data: Path, tmp_path_factory):
     """Run the cohort once and return the exit status, outdir, qc table and input digests before and after."""
-    folder = tmp_path_factory.mktemp("harmonized")
-    sheet = folder / "samplesheet.csv"
-    with open(sheet, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sample", "patient", "image", "center", "mpp"])
-        for sample, relpath, mpp in SHEET_ROWS:
-            writer.writerow([sample, f"patient_{sample}", str(wsi_data / relpath), "test", mpp])
-
-    before = sha256_tree(wsi_data)
-    listings_before = {relpath: _listing(wsi_data / relpath) for _, relpath, _ in SHEET_ROWS}
-    outdir = folder / "out"
-    status = run_cli("run", "--input", sheet, "--outdir", outdir, *RUN_OPTIONS, *HARMONIZE_OPTIONS)
-    after = sha256_tree(wsi_data)
-    listings_after = {relpath: _listing(wsi_data / relpath) for _, relpath, _ in SHEET_ROWS}
-    qc = pd.read_csv(outdir / "qc.csv", dtype=str, keep_default_na=False).set_index("sample")
-    return {
-        "status": status, "outdir": outdir, "qc": qc, "before": before, "after": after,
-        "listings_before": listings_before, "listings_after": listings_after, "root": wsi_data,
-        "sheet_mpp": {sample: mpp for sample, _, mpp in SHEET_ROWS},
-        "paths": {sample: wsi_data / relpath for sample, relpath, _ in SHEET_ROWS},
-    }
+    run = run_test_cohort(wsi_data, tmp_path_factory.mktemp("harmonized"), *RUN_OPTIONS, *HARMONIZE_OPTIONS)
+    run["sheet_mpp"] = {sample: mpp for sample, _, mpp in SHEET_ROWS}
+    run["paths"] = {sample: wsi_data / relpath for sample, relpath, _ in SHEET_ROWS}
+    return run
 
 
 def _samples_with(run: dict, statuses: tuple[str, ...]) -> list[str]:

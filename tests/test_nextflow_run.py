@@ -416,7 +416,7 @@ def test_prefetch_weights_then_offline_extract(tmp_path: Path):
 
 
 # Three synthetic slides per tissue kind, labelled by kind, cross-validated with
-# three folds twice: the smallest run in which every fold holds both classes.
+# three folds twice: the smallest run in which every fold contains both classes.
 CLASSIFY_TASK = """\
 name: round_vs_spindle
 kind: binary

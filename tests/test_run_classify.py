@@ -61,7 +61,7 @@ def test_first_run_writes_report_and_bundle(classified):
 
 
 def test_classification_uses_the_run_cohort(classified):
-    """The out-of-fold table holds exactly the samples of cohort.h5ad."""
+    """The out-of-fold table contains exactly the samples of cohort.h5ad."""
     import anndata
     import pandas as pd
 
@@ -104,7 +104,7 @@ def test_unreadable_task_stops_the_run(labelled_cohort, tmp_path):
 
 
 def test_too_many_folds_named_in_error(labelled_cohort, tmp_path):
-    """Two slides per class cannot fill three stratified folds; the message says which option to lower."""
+    """Two slides per class cannot fill three stratified folds; the message names the option to lower."""
     status = run_cli(
         "run", "--input", labelled_cohort["sheet"], "--outdir", tmp_path / "out", "--task", labelled_cohort["task"],
         "--max-tiles", "12", "--scales", "1", "--workers", "0", "--classify-folds", "3",

@@ -45,7 +45,6 @@ def check_options(*, model: str, split: str, external: Path | None, folds: int, 
         raise InputError(f"Invalid bootstrap={bootstrap}: give 1 or more resamples")
 
 
-
 def classify_cohort(
     *,
     cohort: Path,
